@@ -160,8 +160,9 @@ def test_guided_ddim_serial_sampling_is_conditional(model, metric):
     """Short serial sampling: 20 DDIM steps (eta = 0), guidance 3, 2 samples per class.
 
     The bundled model scores ~0.98 with 100 steps and 50 samples per class (see its JSON). With 20
-    steps and 20 samples the threshold is 0.8 (at most 4 misses): far above chance (0.1, what a model
-    that ignored its labels would get) yet with room for the coarser schedule and sample noise.
+    steps and 20 samples the threshold is 0.8 (at most 4 misses): far above chance (0.1, what a
+    model that ignored its labels would get) yet with room for the coarser schedule and sample
+    noise.
     """
     from diffusers import DDIMScheduler
 

@@ -1,5 +1,6 @@
 """Propagators: tableau orders, the torchdiffeq adapter, and the Gander-Vandewalle bound."""
 
+import itertools
 import math
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_gander_vandewalle_contraction_bound(coarse_kind, lam_dt):
                         store_iterates=True)
     errors = [(it - reference).abs().max().item() for it in sol.iterates]
     checked = 0
-    for before, after in zip(errors, errors[1:], strict=False):
+    for before, after in itertools.pairwise(errors):
         if before < 1e-13:
             break
         assert after <= rho * before * (1 + 1e-9) + 1e-15

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` runs the main job, `make test` the tests.
+# Each creates .venv if missing and installs what it needs. The CPU torch pin can be
+# overridden, e.g. `make test TORCH="torch==2.13.0 --index-url ..."` on a GPU machine.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[test,diffusion,kdiffusion]"
+	# k-diffusion's own dependencies pull torchvision, CLIP and wandb: its samplers need none.
+	$(BIN)/python -m pip install -q --no-deps "k-diffusion==0.1.1.post1"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python examples/lotka_volterra.py --out demo-output
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/parareal_ode.py --quick
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .hypothesis

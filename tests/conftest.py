@@ -1,0 +1,28 @@
+"""Shared pytest fixtures.
+
+Helper modules in this directory (``devices``, ``kdiffusion``, ``tiny_sd``) are imported by plain
+name (``from tiny_sd import tiny_sd_pipeline``); this directory is put on ``sys.path`` so that works
+whatever pytest's rootdir and import mode.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from kdiffusion import k_diffusion_installed, load_k_sampling  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def k_sampling() -> types.ModuleType:
+    """k-diffusion's REAL ``sampling`` module (skips the test if k-diffusion is not installed)."""
+    if not k_diffusion_installed():
+        pytest.skip("k-diffusion is not installed (pip install --no-deps k-diffusion)")
+    return load_k_sampling()
