@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .propagators import Propagation
 
-VectorField = Callable[[Tensor, Tensor], Tensor]
+VectorField = Callable[..., Tensor]
 
 
 class NonFiniteError(FloatingPointError, ValueError):
@@ -41,9 +41,10 @@ class Task:
     propagation: Propagation
     kind: str
     iteration: int
-    slices: Tensor  # slice index of every row
+    slices: Tensor  # slice index of every row (on the CPU, for messages)
+    problems: Tensor  # problem (sample) index of every row, on the states' device
     on_done: Callable[[Tensor], None]
-    request: tuple[Tensor, Tensor] | None = None
+    request: tuple[Tensor, ...] | None = None
     evaluations: int = 0
 
 
@@ -55,6 +56,7 @@ class Rounds:
     which a value becomes available is exactly its depth on the critical path."""
 
     f: VectorField
+    with_index: bool = False  # call f(t, y, index) with each row's problem index
     check_finite: bool = True
     rounds: int = 0
     rows: dict[str, int] = field(default_factory=lambda: {"coarse": 0, "fine": 0})
@@ -81,13 +83,14 @@ class Rounds:
         if not self.live:
             raise RuntimeError("no live propagation to advance")
         requests = [task.request for task in self.live]
-        sizes = [len(y) for _, y in requests]  # type: ignore[misc]
-        if len(requests) == 1:
-            t, y = requests[0]  # type: ignore[misc]
+        sizes = [len(request[1]) for request in requests]  # type: ignore[index]
+        t = _cat([request[0] for request in requests])  # type: ignore[index]
+        y = _cat([request[1] for request in requests])  # type: ignore[index]
+        if self.with_index:
+            index = _cat([_rows(task.problems, task.request) for task in self.live])
+            out = self.f(t, y, index)
         else:
-            t = torch.cat([t for t, _ in requests])  # type: ignore[misc]
-            y = torch.cat([y for _, y in requests])  # type: ignore[misc]
-        out = self.f(t, y)
+            out = self.f(t, y)
         if out.shape != y.shape:
             raise ValueError(
                 f"f returned shape {tuple(out.shape[1:])} for states of shape "
@@ -115,11 +118,22 @@ class Rounds:
         bad_rows = (~torch.isfinite(out.flatten(1))).any(1)
         for task, bad in zip(self.live, bad_rows.split(sizes), strict=True):
             if bool(bad.any()):
-                row = int(bad.nonzero()[0])
-                n, k = int(task.slices[row]), task.iteration
+                row = int(_rows(task.slices, task.request)[int(bad.nonzero()[0])])
+                n, k = row, task.iteration
                 self.close()
                 raise NonFiniteError(
                     f"f returned a non-finite value in evaluation {task.evaluations} of the "
                     f"{task.kind} propagation of slice {n} in iteration {k}",
                     kind=task.kind, slice=n, iteration=k, evaluation=task.evaluations,
                 )
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _rows(values: Tensor, request: tuple[Tensor, ...] | None) -> Tensor:
+    """``values`` (one per row of the propagation) for the rows of ``request``."""
+    if request is not None and len(request) == 3:
+        return values[request[2].to(values.device)]
+    return values

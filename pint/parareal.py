@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from numbers import Real
 
 import torch
 from torch import Tensor
 
 from ._rounds import NonFiniteError, Rounds, Task, VectorField
-from .propagators import Propagator, depth_of
+from .propagators import Propagator, slice_depths
 from .solution import Solution, Stats
 
 __all__ = ["NonFiniteError", "parareal", "predicted_depth"]
@@ -81,9 +81,11 @@ def parareal(
         store_iterates: keep the boundary states after every iteration in
             :attr:`Solution.iterates`.
         independent: the leading axis of ``y0`` indexes ``B`` independent problems
-            sharing ``f`` (e.g. a batch of samples). Each has its own residual and stops
-            iterating, leaving the batch, as soon as it converges; ``f`` then sees one
-            problem's state per row (``state_shape = y0.shape[1:]``).
+            (e.g. a batch of samples). Each has its own residual and stops iterating,
+            leaving the batch, as soon as it converges. ``f`` then sees one problem's
+            state per row (``state_shape = y0.shape[1:]``) and is called as
+            ``f(t, y, index)``, where ``index`` holds each row's problem (its position
+            in ``y0``), so that per-problem data (e.g. conditioning) can be looked up.
         callback: called after each iteration ``k`` (0 is the coarse sweep) as
             ``callback(k, ys, residual)``, with the current boundary states (like
             :attr:`Solution.ys`) and the residual of each problem (shape ``()``, or
@@ -146,34 +148,42 @@ def parareal(
 
 
 def predicted_depth(
-    n_slices: int, iterations: int, coarse_depth: int, fine_depth: int, pipelined: bool
+    n_slices: int,
+    iterations: int,
+    coarse_depth: int | Sequence[int],
+    fine_depth: int | Sequence[int],
+    pipelined: bool,
 ) -> int:
     """The depth (``sequential_nfe``) of ``iterations`` Parareal iterations.
 
-    With ``c`` the coarse depth and ``f`` the fine depth of one slice, the time at which
-    boundary ``n`` of iteration ``k`` is ready is ``t(n, k)``, with ``t(0, k) = 0`` and
-    ``t(n + 1, 0) = t(n, 0) + c``. The pipelined schedule starts a fine propagation as
-    soon as its initial state exists, so for ``k >= 0``:
+    With ``c`` the coarse depth and ``f`` the fine depth of a slice (one int for all
+    slices, or one per slice), the time at which boundary ``n`` of iteration ``k`` is
+    ready is ``t(n, k)``, with ``t(0, k) = 0`` and ``t(n + 1, 0) = t(n, 0) + c``. The
+    pipelined schedule starts a fine propagation as soon as its initial state exists::
 
-        ``t(k + 1, k + 1) = t(k, k) + f`` and
-        ``t(n + 1, k + 1) = max(t(n, k + 1) + c, t(n, k) + f)`` for ``n > k``.
+        t(k + 1, k + 1) = t(k, k) + f
+        t(n + 1, k + 1) = max(t(n, k + 1) + c, t(n, k) + f)   for n > k
 
-    The batched schedule starts the fine propagations of iteration ``k + 1`` together
-    once iteration ``k`` is complete, at ``T(k) = t(N, k)``: ``t(k + 1, k + 1) = T(k) + f``
-    and ``t(n + 1, k + 1) = t(n, k + 1) + c``. The depth is ``t(N, iterations)``.
+    (DESIGN 2.4 with ``f = m c``). The batched schedule starts the fine propagations of
+    iteration ``k + 1`` as one batch once iteration ``k`` is complete, at ``T(k) = t(N, k)``;
+    the batch ends with its deepest slice: ``t(k + 1, k + 1) = T(k) + max f`` and
+    ``t(n + 1, k + 1) = t(n, k + 1) + c``. The depth is ``t(N, iterations)``.
     """
-    ready = [n * coarse_depth for n in range(n_slices + 1)]
+    c = [coarse_depth] * n_slices if isinstance(coarse_depth, int) else list(coarse_depth)
+    f = [fine_depth] * n_slices if isinstance(fine_depth, int) else list(fine_depth)
+    ready = [0] * (n_slices + 1)
+    for n in range(n_slices):
+        ready[n + 1] = ready[n] + c[n]
     for k in range(iterations):
+        new = list(ready)
         if pipelined:
-            new = list(ready)
-            new[k + 1] = ready[k] + fine_depth
+            new[k + 1] = ready[k] + f[k]
             for n in range(k + 1, n_slices):
-                new[n + 1] = max(new[n] + coarse_depth, ready[n] + fine_depth)
+                new[n + 1] = max(new[n] + c[n], ready[n] + f[n])
         else:
-            new = list(ready)
-            new[k + 1] = ready[n_slices] + fine_depth
+            new[k + 1] = ready[n_slices] + max(f[k:])
             for n in range(k + 1, n_slices):
-                new[n + 1] = new[n] + coarse_depth
+                new[n + 1] = new[n] + c[n]
         ready = new
     return ready[n_slices]
 
@@ -205,12 +215,12 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _vmapped(f: Callable[[Tensor, Tensor], Tensor]) -> VectorField:
+def _vmapped(f: Callable[..., Tensor]) -> VectorField:
     batched = torch.func.vmap(f)
 
-    def field(t: Tensor, y: Tensor) -> Tensor:
+    def field(*args: Tensor) -> Tensor:
         try:
-            return batched(t, y)
+            return batched(*args)
         except RuntimeError as error:
             error.add_note(
                 "pint vectorizes f over rows with torch.func.vmap; if f cannot be vmapped, "
@@ -234,7 +244,7 @@ class _Parareal:
         self.tol, self.max_iters, self.norm = tol, max_iters, norm
         self.pipelined, self.callback, self.squeeze = pipelined, callback, squeeze
         self.batch = y0.shape[0]
-        self.rounds = Rounds(f)
+        self.rounds = Rounds(f, with_index=not squeeze)
         self.active: Tensor | None = None  # sample indices still iterating; None: all
         self.tables: dict[int, Tensor] = {}  # iteration -> boundary states (N+1, B, *state)
         self.coarse_out: dict[tuple[int, int], Tensor] = {}  # (slice, iteration) -> G(U[n]^k)
@@ -261,7 +271,7 @@ class _Parareal:
             self.rounds.close()
         wall = time.perf_counter() - start
         iterations = int(self.sample_iterations.max())
-        c_depth, f_depth = depth_of(self.coarse), depth_of(self.fine)
+        c_depth, f_depth = slice_depths(self.coarse, self.t), slice_depths(self.fine, self.t)
         predicted = None
         if c_depth is not None and f_depth is not None:
             predicted = predicted_depth(self.n, iterations, c_depth, f_depth, self.pipelined)
@@ -331,6 +341,7 @@ class _Parareal:
         rows = len(y0) // len(slices)
         index = torch.tensor(slices, device=self.t.device).repeat_interleave(rows)
         t0, t1 = self.t[index], self.t[index + 1]
+        members = samples if samples is not None else torch.arange(rows, device=y0.device)
 
         def on_done(y1: Tensor) -> None:
             outputs = self.coarse_out if kind == "coarse" else self.fine_out
@@ -343,7 +354,7 @@ class _Parareal:
 
         self.rounds.start(Task(
             propagation=propagator.propagate(t0, t1, y0), kind=kind, iteration=k,
-            slices=index.cpu(), on_done=on_done,
+            slices=index.cpu(), problems=members.repeat(len(slices)), on_done=on_done,
         ))
 
     def _try_form(self, m: int, k: int) -> None:

@@ -10,13 +10,16 @@ yields each evaluation it needs and receives the result::
         return y0 + (t1 - t0)[:, None] * k
 
 ``t0`` and ``t1`` have shape ``(S,)`` (one entry per row), ``y0`` has shape
-``(S, *state_shape)``. A request ``(t, y)`` must keep the row count of ``y0``.
+``(S, *state_shape)``. A request ``(t, y)`` is for all ``S`` rows; a request
+``(t, y, rows)`` is for the subset ``rows`` (a 1-D index tensor), e.g. when some rows
+need fewer steps than others.
 The driver owns the vector field, counts evaluations and batches the requests of
 all live propagations together; the propagator never sees ``f``.
 
 Any object with such a ``propagate`` method is a :class:`Propagator`. Propagators that
-know in advance how many evaluation rounds a slice costs also define ``depth`` so that
-the solver can report the depth predicted by the pipelining recurrence.
+know in advance how many evaluation rounds a slice costs also define ``depth`` (an int,
+the same for every slice) or ``slice_depths(t)`` (one int per slice of the grid ``t``), so
+that the solver can report the depth predicted by the pipelining recurrence.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-Request = tuple[Tensor, Tensor]
-"""An evaluation request ``(t, y)``: ``t`` of shape ``(R,)``, ``y`` of shape ``(R, *state)``."""
+Request = tuple[Tensor, ...]
+"""An evaluation request ``(t, y)`` or ``(t, y, rows)``: ``t`` of shape ``(R,)``, ``y`` of
+shape ``(R, *state)``, ``rows`` the indices of these rows in the propagation."""
 
 Propagation = Generator[Request, Tensor, Tensor]
 """A running propagation: yields requests, receives ``f(t, y)``, returns the end states."""
@@ -66,10 +70,13 @@ class Propagator(Protocol):
         ...
 
 
-def depth_of(propagator: object) -> int | None:
-    """Evaluation rounds one propagation of a slice costs, or ``None`` when unknown."""
+def slice_depths(propagator: object, t: Tensor) -> list[int] | None:
+    """Evaluation rounds the propagation of each slice of ``t`` costs; ``None`` if unknown."""
+    per_slice = getattr(propagator, "slice_depths", None)
+    if callable(per_slice):
+        return list(per_slice(t))
     depth = getattr(propagator, "depth", None)
-    return depth if isinstance(depth, int) else None
+    return [depth] * (len(t) - 1) if isinstance(depth, int) else None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._rounds import Rounds, Task
 from .parareal import _check_tensors, _vmapped
-from .propagators import Propagator, depth_of
+from .propagators import Propagator, slice_depths
 from .solution import Solution, Stats
 
 __all__ = ["serial"]
@@ -60,11 +60,12 @@ def serial(
 
         rounds.start(Task(
             propagation=method.propagate(t[n:n + 1], t[n + 1:n + 2], ys[-1].unsqueeze(0)),
-            kind="fine", iteration=0, slices=torch.tensor([n]), on_done=on_done,
+            kind="fine", iteration=0, slices=torch.tensor([n]),
+            problems=torch.zeros(1, dtype=torch.long), on_done=on_done,
         ))
         while rounds.live:
             rounds.step()
-    depth = depth_of(method)
+    depths = slice_depths(method, t)
     return Solution(
         ys=torch.stack(ys),
         iterations=0,
@@ -76,6 +77,6 @@ def serial(
             coarse_nfe=0,
             fine_nfe=rounds.rows["fine"],
             wall_time=time.perf_counter() - start,
-            predicted_sequential_nfe=None if depth is None else depth * (len(t) - 1),
+            predicted_sequential_nfe=None if depths is None else sum(depths),
         ),
     )

@@ -175,26 +175,29 @@ def test_independent_problems_converge_on_their_own(pipelined):
     """With independent=True each row of y0 is its own problem and leaves when converged."""
     rates = torch.tensor([-0.1, -1.0, -4.0], dtype=F64)
 
-    def f(t, y):
-        return rates[: len(y)] * y if y.ndim == 1 else y * -1.0
+    def field(t, y, index):  # each problem has its own rate, looked up by its index
+        return rates[index][:, None] * y + torch.sin(t)[:, None]
 
-    def field(t, y):  # rows are (slice, sample); rate picked by the row's state tag
-        return y * y[:, 1:2].clone().fill_(0) + torch.stack([y[:, 1] * y[:, 0], 0 * y[:, 1]], 1)
-
-    y0 = torch.stack([torch.ones(3, dtype=F64), rates], 1)  # state = (y, rate)
+    y0 = torch.ones(3, 2, dtype=F64)
     t = torch.linspace(0, 4, 17, dtype=F64)
-    sol = pint.parareal(field, y0, t, coarse=pint.Euler(1), fine=pint.RK4(10), tol=1e-9,
-                        vectorized=True, independent=True, pipelined=pipelined)
+    kwargs = dict(coarse=pint.Euler(1), fine=pint.RK4(10), tol=1e-9, vectorized=True,
+                  independent=True, pipelined=pipelined)
+    sol = pint.parareal(field, y0, t, **kwargs)
     assert sol.ys.shape == (17, 3, 2)
     assert sol.converged
     its = sol.sample_iterations.tolist()
     assert len(set(its)) > 1  # they stopped at different iterations
     for b in range(3):
-        alone = pint.parareal(field, y0[b:b + 1], t, coarse=pint.Euler(1), fine=pint.RK4(10),
-                              tol=1e-9, vectorized=True, independent=True)
+        def alone_field(t, y, index, b=b):
+            return field(t, y, torch.full_like(index, b))
+
+        alone = pint.parareal(alone_field, y0[b:b + 1], t, **kwargs)
         assert alone.iterations == its[b]
         torch.testing.assert_close(sol.ys[:, b], alone.ys[:, 0], rtol=1e-13, atol=1e-13)
-    assert f is not None
+    # the unvectorized form gets one row at a time, with its index
+    rowwise = pint.parareal(lambda t, y, i: rates[i] * y + torch.sin(t), y0, t,
+                            **{**kwargs, "vectorized": False})
+    torch.testing.assert_close(rowwise.ys, sol.ys, rtol=1e-13, atol=1e-13)
 
 
 def test_callback_sees_every_iteration():
@@ -229,3 +232,40 @@ def test_device_and_dtype_are_kept(device, dtype):
     assert sol.ys.device.type == device and sol.ys.dtype == dtype
     reference = pint.serial(p.f, y0, t, method=pint.RK4(10)).ys
     assert (sol.ys - reference).abs().max() < 1e-4
+
+
+@settings(max_examples=25, deadline=None)
+@given(depths=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 9)), min_size=1, max_size=8),
+       pipelined=st.booleans(), iters=st.integers(0, 8))
+def test_depth_with_unequal_slices(depths, pipelined, iters):
+    """Slices of different lengths (e.g. unequal diffusion blocks): measured depth equals
+    pint.predicted_depth with per-slice depths."""
+
+    class Steps:  # explicit Euler with a per-slice number of steps
+        def __init__(self, counts):
+            self.counts = counts
+
+        def slice_depths(self, t):
+            return self.counts
+
+        def propagate(self, t0, t1, y0):
+            n = ((t0 - 0.0) / 0.5).round().long()  # slices are 0.5 long
+            counts = torch.tensor(self.counts)[n]
+            h = ((t1 - t0) / counts)[:, None]
+            y = y0
+            for j in range(int(counts.max())):
+                rows = (counts > j).nonzero().squeeze(1)
+                k = yield (t0[rows], y[rows], rows)
+                y = y.index_add(0, rows, h[rows] * k)
+            return y
+
+    n = len(depths)
+    coarse, fine = Steps([c for c, _ in depths]), Steps([c * m for c, m in depths])
+    t = torch.arange(n + 1, dtype=F64) * 0.5
+    sol = pint.parareal(lambda t, y: -y, torch.ones(2, dtype=F64), t, coarse=coarse,
+                        fine=fine, tol=0.0, max_iters=min(iters, n), pipelined=pipelined)
+    expected = pint.predicted_depth(n, sol.iterations, coarse.counts, fine.counts, pipelined)
+    assert sol.stats.sequential_nfe == expected == sol.stats.predicted_sequential_nfe
+    reference = pint.serial(lambda t, y: -y, torch.ones(2, dtype=F64), t, method=fine).ys
+    if sol.iterations == n:
+        torch.testing.assert_close(sol.ys, reference, rtol=1e-14, atol=1e-14)
