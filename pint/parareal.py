@@ -384,7 +384,7 @@ class _Parareal:
         table = self.tables[k]
         samples = self.active
         current = self._take(table.transpose(0, 1)).transpose(0, 1)
-        residual = torch.full((self.batch,), math.nan, dtype=table.dtype)
+        residual = torch.full((self.batch,), math.nan, dtype=torch.float64)
         if k > 0:
             change = current - self._take(self.tables[k - 1].transpose(0, 1)).transpose(0, 1)
             res = self._residuals(change)
@@ -430,6 +430,6 @@ class _Parareal:
     def _residuals(self, change: Tensor) -> Tensor:
         """One residual per active sample; ``change`` has shape (N+1, S, *state)."""
         if self.norm is None:
-            return change.abs().transpose(0, 1).flatten(1).amax(1).cpu()
+            return change.abs().transpose(0, 1).flatten(1).amax(1).to("cpu", torch.float64)
         values = [self.norm(change[:, i]) for i in range(change.shape[1])]
         return torch.stack([torch.as_tensor(v) for v in values]).to("cpu", torch.float64)

@@ -1,0 +1,34 @@
+"""pint_diffusion: Self-Refining Diffusion Samplers (SRDS) on top of pint.
+
+- :func:`sample_srds`: SRDS with k-diffusion's sampler signature, for any denoiser
+  ``model(x, sigma, **extra_args)``.
+- :class:`Euler` (DDIM) and :class:`Heun`: the probability-flow ODE steps it uses, and
+  :class:`OnSchedule`, which makes them pint propagators over a noise schedule.
+- :class:`DiffusersDenoiser` (diffusers UNet + scheduler -> denoiser) and the digits model
+  in :mod:`pint_diffusion.models` need diffusers, imported when first used.
+"""
+
+from typing import Any
+
+from .srds import DEFAULT_TOL, SRDSInfo, block_boundaries, sample_srds
+from .steppers import Euler, Heun, OnSchedule, Solver
+
+__all__ = [
+    "DEFAULT_TOL",
+    "DiffusersDenoiser",
+    "Euler",
+    "Heun",
+    "OnSchedule",
+    "SRDSInfo",
+    "Solver",
+    "block_boundaries",
+    "sample_srds",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DiffusersDenoiser":
+        from .adapters import DiffusersDenoiser
+
+        return DiffusersDenoiser
+    raise AttributeError(f"module 'pint_diffusion' has no attribute {name!r}")
