@@ -4,8 +4,9 @@
   ``model(x, sigma, **extra_args)``.
 - :class:`Euler` (DDIM) and :class:`Heun`: the probability-flow ODE steps it uses, and
   :class:`OnSchedule`, which makes them pint propagators over a noise schedule.
-- :class:`DiffusersDenoiser` (diffusers UNet + scheduler -> denoiser) and the digits model
-  in :mod:`pint_diffusion.models` need diffusers, imported when first used.
+- :class:`DiffusersDenoiser` (diffusers UNet + scheduler -> denoiser),
+  :class:`StableDiffusionSRDSPipeline` (``from_pipe(pipe)``, called like the original) and
+  the digits model in :mod:`pint_diffusion.models` need diffusers, imported when first used.
 """
 
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "OnSchedule",
     "SRDSInfo",
     "Solver",
+    "StableDiffusionSRDSPipeline",
     "block_boundaries",
     "sample_srds",
 ]
@@ -31,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from .adapters import DiffusersDenoiser
 
         return DiffusersDenoiser
+    if name == "StableDiffusionSRDSPipeline":
+        from .pipelines import StableDiffusionSRDSPipeline
+
+        return StableDiffusionSRDSPipeline
     raise AttributeError(f"module 'pint_diffusion' has no attribute {name!r}")
