@@ -7,7 +7,8 @@ enough that a 10-step pipeline call takes well under a second:
   merges, written to a temporary directory (no download);
 - :func:`tiny_text_encoder`, :func:`tiny_unet`, :func:`tiny_vae`: ``CLIPTextModel``,
   ``UNet2DConditionModel``, ``AutoencoderKL``;
-- :func:`tiny_sd_pipeline`: a ``StableDiffusionPipeline`` of these with a given scheduler;
+- :func:`tiny_sd_components` and :func:`tiny_sd_pipeline`: a ``StableDiffusionPipeline`` of
+  these with a given scheduler;
 - :func:`tiny_class_unet`: a class-conditional ``UNet2DModel`` (``num_class_embeds``).
 
 Example::
@@ -38,8 +39,11 @@ LATENT_CHANNELS = 4
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     chars = list(keep)
     extra = 0
     for b in range(256):
@@ -55,8 +59,18 @@ def tiny_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     a handful of merges for common English pieces, and the two special tokens (last)."""
     base = list(_bytes_to_unicode().values())
     tokens = base + [c + "</w>" for c in base]
-    merges = ["t h", "th e</w>", "a n", "an d</w>", "c a", "ca t</w>", "d o", "do g</w>",
-              "i n", "o f</w>"]
+    merges = [
+        "t h",
+        "th e</w>",
+        "a n",
+        "an d</w>",
+        "c a",
+        "ca t</w>",
+        "d o",
+        "do g</w>",
+        "i n",
+        "o f</w>",
+    ]
     for merge in merges:
         merged = merge.replace(" ", "")
         if merged not in tokens:
@@ -74,7 +88,8 @@ def tiny_tokenizer() -> Any:
         (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
         (Path(tmp) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
         tok = CLIPTokenizer(
-            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
+            str(Path(tmp) / "vocab.json"),
+            str(Path(tmp) / "merges.txt"),
             model_max_length=MAX_LENGTH,
         )
     return tok
@@ -140,18 +155,32 @@ def tiny_vae(seed: int = 0) -> Any:
     ).eval()
 
 
-def tiny_sd_pipeline(scheduler: Any, seed: int = 0, **unet_config: Any) -> Any:
-    """A ``StableDiffusionPipeline`` of the tiny components with ``scheduler`` (no safety checker).
-
-    Its image size is 16 (latents 4x8x8); ``unet_config`` overrides the UNet's config.
-    """
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
+def tiny_sd_components(seed: int = 0, **unet_config: Any) -> dict[str, Any]:
+    """The non-scheduler components of :func:`tiny_sd_pipeline` (build once, reuse: ~2 s)."""
+    return dict(
         vae=tiny_vae(seed),
         text_encoder=tiny_text_encoder(seed),
         tokenizer=tiny_tokenizer(),
         unet=tiny_unet(seed, **unet_config),
+    )
+
+
+def tiny_sd_pipeline(
+    scheduler: Any, seed: int = 0, components: dict[str, Any] | None = None, **unet_config: Any
+) -> Any:
+    """A ``StableDiffusionPipeline`` of the tiny components with ``scheduler`` (no safety checker).
+
+    Its image size is 16 (latents 4x8x8); ``unet_config`` overrides the UNet's config.
+    ``components`` (from :func:`tiny_sd_components`) reuses already built models; note that
+    diffusers' pipeline constructor may rewrite the scheduler's config (``steps_offset`` to 1,
+    ``clip_sample`` to False) with a deprecation warning.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    if components is None:
+        components = tiny_sd_components(seed, **unet_config)
+    pipe = StableDiffusionPipeline(
+        **components,
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
