@@ -12,6 +12,10 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
+
+# `make test` runs two pytest workers on a 2-core machine: one thread each, or they fight.
+torch.set_num_threads(1)
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
