@@ -2,6 +2,8 @@
 
 - :func:`sample_srds`: SRDS with k-diffusion's sampler signature, for any denoiser
   ``model(x, sigma, **extra_args)``.
+- :func:`sample_picard`: ParaDiGMS-style sliding-window Picard iterations, the peer
+  SRDS is benchmarked against, with the same signature.
 - :class:`Euler` (DDIM) and :class:`Heun`: the probability-flow ODE steps it uses, and
   :class:`OnSchedule`, which makes them pint propagators over a noise schedule.
 - :class:`DiffusersDenoiser` (diffusers UNet + scheduler -> denoiser),
@@ -11,6 +13,7 @@
 
 from typing import Any
 
+from .picard import sample_picard
 from .srds import DEFAULT_TOL, SRDSInfo, block_boundaries, sample_srds
 from .steppers import Euler, Heun, OnSchedule, Solver
 
@@ -24,6 +27,7 @@ __all__ = [
     "Solver",
     "StableDiffusionSRDSPipeline",
     "block_boundaries",
+    "sample_picard",
     "sample_srds",
 ]
 
