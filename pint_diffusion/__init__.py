@@ -2,6 +2,8 @@
 
 - :func:`sample_srds`: SRDS with k-diffusion's sampler signature, for any denoiser
   ``model(x, sigma, **extra_args)``.
+- :func:`sample_serial`: the serial sampler SRDS converges to (k-diffusion's
+  ``sample_euler``/``sample_heun``), with the same statistics.
 - :func:`sample_picard`: ParaDiGMS-style sliding-window Picard iterations, the peer
   SRDS is benchmarked against, with the same signature.
 - :class:`Euler` (DDIM) and :class:`Heun`: the probability-flow ODE steps it uses, and
@@ -14,6 +16,7 @@
 from typing import Any
 
 from .picard import sample_picard
+from .serial import sample_serial
 from .srds import DEFAULT_TOL, SRDSInfo, block_boundaries, sample_srds
 from .steppers import Euler, Heun, OnSchedule, Solver
 
@@ -28,6 +31,7 @@ __all__ = [
     "StableDiffusionSRDSPipeline",
     "block_boundaries",
     "sample_picard",
+    "sample_serial",
     "sample_srds",
 ]
 

@@ -47,7 +47,7 @@ class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
     ``num_inference_steps``, ``guidance_scale``, ``generator``, ``latents``,
     ``prompt_embeds``, ``output_type``, ...), plus:
 
-    - ``srds_blocks``: the number of blocks (default ``round(sqrt(num_inference_steps))``);
+    - ``srds_blocks``: the number of blocks (default ``round(2 sqrt(num_inference_steps))``);
     - ``srds_tol``: the tolerance of :func:`pint_diffusion.sample_srds` (RMS change of
       each latent between iterations);
     - ``srds_pipelined``: the pipelined schedule (default ``True``);
