@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python examples/lotka_volterra.py --out demo-output
+	$(BIN)/pint-diffusion demo --out demo-output
 
 test: $(STAMP)
 	$(BIN)/ruff check .

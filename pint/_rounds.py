@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,16 +62,35 @@ class Rounds:
     rounds: int = 0
     rows: dict[str, int] = field(default_factory=lambda: {"coarse": 0, "fine": 0})
     live: list[Task] = field(default_factory=list)
-    _finished: list[tuple[Task, Tensor]] = field(default_factory=list)
+    _finished: deque[tuple[Task, Tensor]] = field(default_factory=deque)
+    _draining: bool = False
 
     def start(self, task: Task) -> None:
-        """Start a task; it evaluates for the first time in the next round."""
+        """Start a task; it evaluates for the first time in the next round.
+
+        A propagation that needs no evaluation at all completes at once: its ``on_done``
+        runs before ``start`` returns (or, when ``start`` is called from another task's
+        ``on_done``, right after that one, so chains of such tasks do not recurse).
+        """
         try:
             task.request = next(task.propagation)
-        except StopIteration as stop:  # a propagation that needs no evaluation
-            task.on_done(stop.value)
+        except StopIteration as stop:
+            self._finished.append((task, stop.value))
+            self._drain()
             return
         self.live.append(task)
+
+    def _drain(self) -> None:
+        """Run the completions of finished tasks, first in, first out."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._finished:
+                task, value = self._finished.popleft()
+                task.on_done(value)
+        finally:
+            self._draining = False
 
     def close(self) -> None:
         """Abandon all live tasks (their work is no longer needed)."""
@@ -110,9 +130,7 @@ class Rounds:
             except StopIteration as stop:
                 self._finished.append((task, stop.value))
         self.live = still_live
-        finished, self._finished = self._finished, []
-        for task, value in finished:
-            task.on_done(value)
+        self._drain()
 
     def _raise_non_finite(self, out: Tensor, sizes: list[int]) -> None:
         bad_rows = (~torch.isfinite(out.flatten(1))).any(1)

@@ -139,3 +139,29 @@ def test_backward_euler_bound_supremum():
     assert g.max() == pytest.approx(0.2984, abs=1e-4)
     assert x[g.argmax()] == pytest.approx(1.79, abs=0.01)
     assert math.isclose(g.max(), np.max((1 - (1 + x) * np.exp(-x)) / x), rel_tol=1e-12)
+
+
+class ExactDecay:
+    """The exact propagator of y' = lam y: no evaluation of f at all."""
+
+    depth = 0
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def propagate(self, t0, t1, y0):
+        return y0 * torch.exp(self.lam * (t1 - t0)).reshape(-1, *([1] * (y0.ndim - 1)))
+        yield
+
+
+def test_propagators_without_evaluations_do_not_recurse():
+    """Chains of propagations that complete at once (depth 0) run iteratively: 200 slices
+    with an exact fine and a backward-Euler coarse used to exhaust the recursion limit."""
+    lam, n = -1.0, 200
+    t = torch.linspace(0, 5, n + 1, dtype=F64)
+    for pipelined in (False, True):
+        sol = pint.parareal(lambda t, y: lam * y, torch.ones(1, dtype=F64), t,
+                            coarse=BackwardEuler(lam), fine=ExactDecay(lam), tol=1e-12,
+                            pipelined=pipelined)
+        assert sol.converged and sol.stats.nfe == 0 and sol.stats.sequential_nfe == 0
+        torch.testing.assert_close(sol.ys[:, 0], torch.exp(lam * t), rtol=1e-12, atol=1e-14)

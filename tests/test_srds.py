@@ -219,3 +219,23 @@ def test_non_finite_denoiser_output_names_block_step_and_iteration():
 
     with pytest.raises(ValueError, match=r"block 2 \(steps 8..11\), step 9 .*iteration 0"):
         sample_srds(broken, torch.randn(2, 3, 4, 4), sigmas, blocks=4, disable=True)
+
+
+@pytest.mark.parametrize("name", ["euler", "heun"])
+def test_sample_serial_is_k_diffusions_sampler(k_sampling, name):
+    from pint_diffusion import sample_serial
+
+    model = ToyDenoiser()
+    sigmas = k_sampling.get_sigmas_karras(12, 0.02, 20.0)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(7)) * 20.0
+    cond = torch.tensor([0.1, -0.2, 0.3])
+    reference = getattr(k_sampling, K_SAMPLERS[name])(model, x, sigmas,
+                                                      extra_args={"cond": cond}, disable=True)
+    steps = []
+    out, info = sample_serial(model, x, sigmas, extra_args={"cond": cond},
+                              solver=SOLVERS[name](), callback=steps.append, disable=True,
+                              return_info=True)
+    assert torch.equal(out, reference)
+    assert [s["i"] for s in steps] == list(range(12))
+    assert info.sequential_nfe == info.predicted_sequential_nfe == {"euler": 12, "heun": 23}[name]
+    assert info.nfe == 3 * info.sequential_nfe
