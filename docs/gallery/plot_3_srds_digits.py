@@ -44,7 +44,8 @@ print(f"{len(sigmas) - 1} steps, sigma from {sigmas[0]:.1f} to {sigmas[-1]:.1f};
 # ------------------
 # Euler on the probability-flow ODE :math:`dx/d\sigma = (x - D(x, \sigma))/\sigma`, one
 # step after the other: this is k-diffusion's ``sample_euler`` and diffusers' DDIM loop.
-# Its depth (denoiser calls one after the other) is the number of steps.
+# Its depth (denoiser calls one after the other) is the number of steps. Written out here
+# in four lines; :func:`pint_diffusion.sample_serial` is the same loop with SRDS's statistics.
 
 
 @torch.no_grad()
