@@ -110,25 +110,8 @@ def parareal(
         >>> bool(torch.allclose(sol.ys[-1], torch.exp(-t[-1:]), atol=1e-6))
         True
     """
-    _check_tensors(y0, t)
-    for name, prop in (("coarse", coarse), ("fine", fine)):
-        if not isinstance(prop, Propagator):
-            raise TypeError(
-                f"{name} must be a pint.Propagator (an object with a propagate(t0, t1, y0) "
-                f"generator), e.g. pint.RK4(1); got {type(prop).__name__}"
-            )
-    if not isinstance(tol, Real) or not (tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    max_iters = _check_inputs(y0, t, coarse, fine, tol, max_iters, norm, independent)
     n_slices = len(t) - 1
-    if max_iters is None:
-        max_iters = n_slices
-    elif isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
-        raise ValueError(f"max_iters must be a non-negative integer or None, got {max_iters!r}")
-    if norm is not None and not callable(norm):
-        raise TypeError(f"norm must be callable or None, got {type(norm).__name__}")
-    if independent and y0.ndim == 0:
-        raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
-
     states = y0 if independent else y0.unsqueeze(0)
     solver = _Parareal(
         f=f if vectorized else _vmapped(f),
@@ -186,6 +169,31 @@ def predicted_depth(
                 new[n + 1] = new[n] + c[n]
         ready = new
     return ready[n_slices]
+
+
+def _check_inputs(
+    y0: Tensor, t: Tensor, coarse: Propagator, fine: Propagator, tol: float,
+    max_iters: int | None, norm: Norm | None, independent: bool,
+) -> int:
+    """Validate the arguments of a Parareal solve; returns ``max_iters`` resolved."""
+    _check_tensors(y0, t)
+    for name, prop in (("coarse", coarse), ("fine", fine)):
+        if not isinstance(prop, Propagator):
+            raise TypeError(
+                f"{name} must be a pint.Propagator (an object with a propagate(t0, t1, y0) "
+                f"generator), e.g. pint.RK4(1); got {type(prop).__name__}"
+            )
+    if not isinstance(tol, Real) or not (tol >= 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if max_iters is None:
+        max_iters = len(t) - 1
+    elif isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
+        raise ValueError(f"max_iters must be a non-negative integer or None, got {max_iters!r}")
+    if norm is not None and not callable(norm):
+        raise TypeError(f"norm must be callable or None, got {type(norm).__name__}")
+    if independent and y0.ndim == 0:
+        raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
+    return max_iters
 
 
 def _check_tensors(y0: Tensor, t: Tensor) -> None:

@@ -92,6 +92,7 @@ def sample_srds(
     max_iters: int | None = None,
     return_info: bool = False,
     store_iterates: bool = False,
+    group: Any = None,
 ) -> Tensor | tuple[Tensor, SRDSInfo]:
     """Sample with SRDS; a drop-in replacement for k-diffusion's ``sample_euler``.
 
@@ -128,6 +129,13 @@ def sample_srds(
             after which the result equals the serial sampler's.
         return_info: also return an :class:`SRDSInfo`.
         store_iterates: keep the final samples after every iteration in the info.
+        group: a ``torch.distributed`` process group (or ``"default"`` for the default
+            group) to spread the blocks over its ranks with :func:`pint.distributed.parareal`;
+            every rank calls ``sample_srds`` with the same arguments (and its own copy of
+            the model) and gets the same samples as the single-process sampler, per-sample
+            convergence included. The schedule is always pipelined; ``callback`` and
+            ``store_iterates`` are not supported; ``info.wall_time`` is the rank's own.
+            ``None`` (default): run in this process.
 
     Returns:
         The samples (like ``x``), or ``(samples, info)`` with ``return_info=True``.
@@ -190,11 +198,16 @@ def sample_srds(
         return change[-1].pow(2).mean().sqrt()
 
     try:
-        solution = pint.parareal(
-            field, x, t, coarse=coarse, fine=fine, tol=tol, max_iters=max_iters,
-            norm=final_rms, pipelined=pipelined, vectorized=True, independent=True,
-            store_iterates=store_iterates, callback=on_iteration,
-        )
+        if group is not None:
+            solution = _distributed(field, x, t, coarse, fine, tol, max_iters, final_rms,
+                                    group, callback is not None or store_iterates)
+            bar.update(solution.iterations + 1)
+        else:
+            solution = pint.parareal(
+                field, x, t, coarse=coarse, fine=fine, tol=tol, max_iters=max_iters,
+                norm=final_rms, pipelined=pipelined, vectorized=True, independent=True,
+                store_iterates=store_iterates, callback=on_iteration,
+            )
     except pint.NonFiniteError as error:
         raise _located(error, bounds, solver, sigmas) from error
     finally:
@@ -216,6 +229,21 @@ def sample_srds(
         iterates=None if solution.iterates is None else [it[-1] for it in solution.iterates],
     )
     return samples, info
+
+
+def _distributed(field: Callable[..., Tensor], x: Tensor, t: Tensor, coarse: OnSchedule,
+                 fine: OnSchedule, tol: float, max_iters: int | None,
+                 norm: Callable[[Tensor], Tensor], group: Any, unsupported: bool) -> Any:
+    """SRDS over the ranks of ``group`` (see ``group`` in :func:`sample_srds`)."""
+    import pint.distributed
+
+    if unsupported:
+        raise ValueError("callback and store_iterates are not supported with group=")
+    return pint.distributed.parareal(
+        field, x, t, coarse=coarse, fine=fine, tol=tol, max_iters=max_iters, norm=norm,
+        vectorized=True, independent=True,
+        group=None if isinstance(group, str) and group == "default" else group,
+    )
 
 
 def _check_sigmas(sigmas: Tensor, x: Tensor) -> Tensor:

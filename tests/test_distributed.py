@@ -1,0 +1,326 @@
+"""Distributed Parareal (pint.distributed) and SRDS over torch.distributed, gloo on the CPU.
+
+Each test spawns its own process group (torch.multiprocessing, start method "spawn"); the
+rendezvous goes through a file in the test's tmp_path, so parallel pytest workers cannot
+collide on a port. Every worker saves what it returned or raised; the asserts run here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import pint
+import pint.distributed
+from pint import problems
+
+F64 = torch.float64
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
+
+
+# -- the harness ---------------------------------------------------------------------------
+def _entry(worker, rank, world, store, out, backend, args):
+    torch.set_num_threads(1)
+    dist.init_process_group(backend, init_method=f"file://{store}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=60))
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    start = time.monotonic()
+    try:
+        result = {"value": worker(rank, world, *args)}
+    except Exception as error:  # reported to the test
+        result = {"error": type(error).__name__, "message": str(error)}
+    result["elapsed"] = time.monotonic() - start
+    result["ended_at"] = time.time()
+    torch.save(result, out / f"{rank}.pt")
+    os._exit(0)  # exit at once (a failed group may block a clean shutdown)
+
+
+def spawn(worker, world, tmp_path, *args, backend="gloo", wait=60.0, may_hang=()):
+    """Run ``worker(rank, world, *args)`` on ``world`` processes; their results by rank.
+    The ranks in ``may_hang`` are killed as soon as all the others have finished."""
+    out = tmp_path / f"out{time.monotonic_ns()}"
+    out.mkdir()
+    context = mp.get_context("spawn")
+    procs = [context.Process(target=_entry, args=(worker, rank, world, out / "store", out,
+                                                  backend, args)) for rank in range(world)]
+    for proc in procs:
+        proc.start()
+    deadline = time.monotonic() + wait
+    for rank, proc in enumerate(procs):
+        if rank not in may_hang:
+            proc.join(max(deadline - time.monotonic(), 0.1))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    results = {}
+    for rank in range(world):
+        path = out / f"{rank}.pt"
+        results[rank] = torch.load(path, weights_only=False) if path.exists() else None
+    return results
+
+
+def values(results):
+    for rank, result in results.items():
+        assert result is not None and "error" not in result, f"rank {rank}: {result}"
+    return [result["value"] for result in results.values()]
+
+
+# -- the workers (module level, so that spawned processes can import them) ------------------
+def lotka(slices=16):
+    p = problems.lotka_volterra(t1=4.0)
+    return p, p.y0.to(F64), p.times(slices + 1, dtype=F64)
+
+
+RATES = torch.tensor([-0.1, -1.0, -4.0], dtype=F64)
+
+
+def indexed_field(t, y, index):  # independent problems, each with its own rate
+    return RATES[index][:, None] * y + torch.sin(t)[:, None]
+
+
+def final_rms(change):
+    return change[-1].pow(2).mean().sqrt()
+
+
+def solve_cases(rank, world):
+    """Every configuration once in one group: pint.distributed against pint.parareal."""
+    p, y0, t = lotka()
+    common = dict(coarse=pint.Heun(1), fine=pint.RK4(8), vectorized=True)
+    out = {}
+    for name, kw in {"tol": dict(tol=1e-8), "exact": dict(tol=0.0), "coarse": dict(max_iters=0),
+                     "capped": dict(tol=0.0, max_iters=3)}.items():
+        sol = pint.distributed.parareal(p.f, y0, t, **common, **kw)
+        ref = pint.parareal(p.f, y0, t, pipelined=True, **common, **kw)
+        out[name] = (sol, ref)
+    out["serial"] = pint.serial(p.f, y0, t, method=common["fine"], vectorized=True).ys
+    y0b, tb = torch.ones(3, 2, dtype=F64), torch.linspace(0, 4, 17, dtype=F64)
+    for name, norm in (("independent", None), ("independent-norm", final_rms)):
+        kw = dict(coarse=pint.Euler(1), fine=pint.RK4(10), tol=1e-9, vectorized=True,
+                  independent=True, norm=norm)
+        out[name] = (pint.distributed.parareal(indexed_field, y0b, tb, **kw),
+                     pint.parareal(indexed_field, y0b, tb, pipelined=True, **kw))
+    # unvectorized f (vmap), float32, backwards in time, matrix state
+    a = torch.tensor([[0.3, -1.0], [1.0, 0.1]])
+    y32, t32 = torch.randn(2, 2, generator=torch.Generator().manual_seed(0)), torch.linspace(
+        2.0, 0.0, 13)
+
+    def f(t, y):
+        return torch.tanh(a @ y) * torch.cos(t)
+
+    kw = dict(coarse=pint.Euler(1), fine=pint.Midpoint(4), tol=0.0)
+    out["vmap"] = (pint.distributed.parareal(f, y32, t32, **kw),
+                   pint.parareal(f, y32, t32, pipelined=True, **kw))
+    return out
+
+
+def check_solution(sol, ref):
+    assert torch.equal(sol.ys, ref.ys)  # bit-equal: same arithmetic, row by row
+    assert sol.iterations == ref.iterations
+    assert sol.converged == ref.converged
+    assert sol.residuals == ref.residuals
+    assert sol.stats.predicted_sequential_nfe == ref.stats.predicted_sequential_nfe
+    assert sol.stats.nfe >= ref.stats.nfe  # speculative work may be wasted, never skipped
+    if ref.sample_iterations is None:
+        assert sol.sample_iterations is None
+    else:
+        assert torch.equal(sol.sample_iterations, ref.sample_iterations)
+
+
+@pytest.mark.parametrize("world", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_iterates_equal_the_single_process_solver(world, tmp_path):
+    results = values(spawn(solve_cases, world, tmp_path))
+    first = results[0]
+    for result in results:  # every rank returns the same solution
+        for name, pair in result.items():
+            if name == "serial":
+                continue
+            sol, ref = pair
+            check_solution(sol, ref)
+            torch.testing.assert_close(sol.ys, first[name][0].ys, rtol=0, atol=0)
+    # exactness at N iterations: the result is the serial fine solution
+    exact, _ = first["exact"]
+    assert exact.iterations == 16 and exact.converged
+    torch.testing.assert_close(exact.ys, first["serial"], rtol=1e-13, atol=1e-13)
+    assert first["coarse"][0].stats.fine_nfe == 0 and not first["coarse"][0].converged
+    assert len(set(first["independent"][0].sample_iterations.tolist())) > 1
+
+
+def refuse(rank, world, case):
+    p, y0, t = lotka(slices=2)
+    if case == "shape" and rank == 1:
+        y0 = torch.ones(3, dtype=F64)
+    if case == "invalid" and rank == 1:
+        t = t.flip(0)[[0, 2, 1]]  # not monotone: refused by the local checks on rank 1
+    if case == "t" and rank == 1:
+        t = t * 2
+    return pint.distributed.parareal(p.f, y0, t, coarse=pint.Euler(1), fine=pint.RK4(4),
+                                     vectorized=True, timeout=20)
+
+
+@pytest.mark.parametrize(("world", "case", "match"), [
+    (3, "ranks", "3 ranks but only 2 time slices"),
+    (2, "shape", "y0's shape differs"),
+    (2, "invalid", "refused their inputs|strictly increasing"),
+    (2, "t", "t differs"),
+])
+def test_invalid_configurations_are_refused_on_every_rank(world, case, match, tmp_path):
+    results = spawn(refuse, world, tmp_path, case)
+    for result in results.values():
+        assert result is not None and result.get("error") == "ValueError", result
+        assert re.search(match, result["message"]), result["message"]
+        assert result["elapsed"] < 10
+
+
+def fail(rank, world, how, timeout, marker):
+    p, y0, t = lotka(slices=8)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        if rank == 1 and calls[0] == 20:
+            Path(marker).write_text(str(time.time()))
+            if how == "kill":
+                os._exit(3)  # the rank dies mid-solve
+            time.sleep(60)  # the rank hangs
+        time.sleep(0.002)
+        return p.f(t, y)
+
+    return pint.distributed.parareal(f, y0, t, coarse=pint.RK4(1), fine=pint.RK4(20),
+                                     vectorized=True, tol=0.0, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("how", "timeout", "bound"), [("kill", 60.0, 5.0), ("hang", 3.0, 8.0)])
+def test_a_dead_or_hung_rank_makes_the_others_fail_quickly(how, timeout, bound, tmp_path):
+    """A killed rank closes its connections: its peers fail at once (well before the
+    60 s timeout), and the failure cascades. A hung rank is caught by the timeout.
+    ``bound``: seconds from the failure of rank 1 to the error on every other rank."""
+    marker = tmp_path / "failed_at"
+    results = spawn(fail, 4, tmp_path, how, timeout, str(marker), wait=30, may_hang=(1,))
+    assert results[1] is None  # killed, or hung and killed by the harness
+    failed_at = float(marker.read_text())
+    for rank in (0, 2, 3):
+        result = results[rank]
+        assert result is not None, f"rank {rank} hung"
+        assert result["error"] == "DistributedError", result
+        assert "pint.distributed" in result["message"]
+        assert result["ended_at"] - failed_at < bound, result
+
+
+def srds_worker(rank, world):
+    from pint_diffusion import sample_srds
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 3, generator=g) * 0.5
+
+    def denoiser(x, sigma, cond):
+        mixed = torch.einsum("bchw,cd->bdhw", x, w)
+        s = sigma.reshape(-1, 1, 1, 1)
+        return x / (1 + s**2) + 0.5 * torch.tanh(mixed / (1 + s)) + cond.reshape(-1, 1, 1, 1)
+
+    sigmas = torch.cat([torch.linspace(20.0, 0.05, 36), torch.zeros(1)])
+    x = torch.randn(4, 3, 6, 6, generator=g) * 20.0
+    extra = {"cond": torch.linspace(-0.5, 0.5, 4)}
+    out = {}
+    for tol in (1e-3, 0.0):
+        kw = dict(extra_args=extra, disable=True, return_info=True, tol=tol, blocks=6)
+        out[tol] = (sample_srds(denoiser, x, sigmas, group="default", **kw),
+                    sample_srds(denoiser, x, sigmas, **kw))
+    return out
+
+
+def test_distributed_srds_equals_single_process_srds(tmp_path):
+    for result in values(spawn(srds_worker, 2, tmp_path)):
+        for (dist_x, dist_info), (x, info) in result.values():
+            assert torch.equal(dist_x, x)
+            assert torch.equal(dist_info.sample_iterations, info.sample_iterations)
+            assert dist_info.residuals == info.residuals
+            assert dist_info.converged == info.converged
+        (_, info_tol), _ = result[1e-3]
+        assert info_tol.iterations < 6  # the tolerance stopped it early
+
+
+def test_needs_an_initialized_group():
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized in this process")
+    p, y0, t = lotka(slices=2)
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        pint.distributed.parareal(p.f, y0, t, coarse=pint.Euler(1), fine=pint.Euler(2))
+
+
+def test_slice_ranges():
+    assert pint.distributed.slice_ranges(10, 4) == [(0, 2), (2, 5), (5, 8), (8, 10)]
+    assert pint.distributed.slice_ranges(3, 3) == [(0, 1), (1, 2), (2, 3)]
+    with pytest.raises(ValueError, match="at least one slice"):
+        pint.distributed.slice_ranges(2, 3)
+
+
+SCRIPT = """
+import torch, torch.distributed as dist, pint, pint.distributed
+from pint import problems
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+p = problems.lotka_volterra(t1=4.0)
+t = p.times(13, dtype=torch.float64)
+kw = dict(coarse=pint.RK4(1), fine=pint.RK4(10), tol=1e-9, vectorized=True)
+sol = pint.distributed.parareal(p.f, p.y0.double(), t, **kw)
+ref = pint.parareal(p.f, p.y0.double(), t, pipelined=True, **kw)
+assert torch.equal(sol.ys, ref.ys) and sol.iterations == ref.iterations
+print(f"rank {dist.get_rank()} ok {sol.iterations}")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_launch_with_torchrun(tmp_path):
+    """The standard launcher: torchrun --standalone picks a free port itself."""
+    script = tmp_path / "solve.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(pint.__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script)], capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 ok" in done.stdout and "rank 1 ok" in done.stdout
+
+
+def nccl_worker(rank, world):
+    p = problems.lotka_volterra(t1=4.0)
+    y0, t = p.y0.double().cuda(), p.times(9, dtype=F64, device="cuda")
+    kw = dict(coarse=pint.RK4(1), fine=pint.RK4(10), tol=0.0, vectorized=True)
+    sol = pint.distributed.parareal(p.f, y0, t, **kw)
+    ref = pint.parareal(p.f, y0, t, pipelined=True, **kw)
+    return (sol.ys - ref.ys).abs().max().item(), sol.ys.device.type
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2 or not dist.is_nccl_available(),
+                    reason="needs 2 CUDA devices and NCCL")
+def test_nccl_on_two_gpus(tmp_path):
+    for error, device in values(spawn(nccl_worker, 2, tmp_path, backend="nccl")):
+        assert error <= 1e-12 and device == "cuda"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gloo_with_cuda_states(tmp_path):
+    """States on a GPU with the gloo backend: messages are staged through the CPU."""
+    for error, device in values(spawn(nccl_worker, 2, tmp_path)):
+        assert error <= 1e-12 and device == "cuda"
+
