@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
     demo.add_argument("--steps", type=int, nargs="+", default=[25, 100, 1000],
                       help="numbers of DDIM steps (default: 25 100 1000)")
-    demo.add_argument("--seeds", type=int, default=4, help="samples per class")
+    demo.add_argument("--seeds", type=int, default=3, help="samples per class")
     demo.add_argument("--tol", type=float, default=DEFAULT_TOL, help="SRDS tolerance")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)

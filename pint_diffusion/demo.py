@@ -69,7 +69,7 @@ def save_grid(images: Tensor, path: Path, columns: int, upscale: int = 6, pad: i
     return path
 
 
-def run_demo(out: Path, steps: list[int], seeds: int = 4, tol: float | None = None,
+def run_demo(out: Path, steps: list[int], seeds: int = 3, tol: float | None = None,
              disable: bool = False) -> list[DemoRow]:
     """Run the demo; returns the table's rows and writes the figures into ``out``."""
     from .adapters import DiffusersDenoiser

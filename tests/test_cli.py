@@ -43,4 +43,4 @@ def test_demo_writes_table_and_figures(tmp_path, capsys):
 
 def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
-    assert args.steps == [25, 100, 1000] and args.seeds == 4
+    assert args.steps == [25, 100, 1000] and args.seeds == 3
