@@ -19,6 +19,7 @@ Launch with ``torchrun`` (see the docs page *Distributed Parareal*)::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import threading
@@ -351,12 +352,19 @@ class _Rank:
         self.waiting.put((works, value, clock))
 
     def _wait_loop(self) -> None:
-        """The receiving thread: waits for each posted receive in turn."""
+        """The receiving thread: waits for each posted receive in turn. On a GPU (NCCL),
+        ``wait`` only orders the current stream after the transfer: the thread waits on
+        a stream of its own, so the main thread's computation does not wait with it."""
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None
         while (item := self.waiting.get()) is not None:
             works, value, clock = item
             try:
-                for work in works:
-                    work.wait()
+                with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                    for work in works:
+                        work.wait()
+                    if stream is not None:
+                        stream.synchronize()
             except Exception as error:  # handed to the main thread
                 self.inbox.put(error)
                 return

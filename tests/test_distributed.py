@@ -123,6 +123,14 @@ def solve_cases(rank, world):
     kw = dict(coarse=pint.Euler(1), fine=pint.Midpoint(4), tol=0.0)
     out["vmap"] = (pint.distributed.parareal(f, y32, t32, **kw),
                    pint.parareal(f, y32, t32, pipelined=True, **kw))
+    try:  # a propagator that runs its solver in a thread of its own
+        import torchdiffeq  # noqa: F401
+    except ImportError:
+        return out
+    kw = dict(coarse=pint.RK4(1), fine=pint.Torchdiffeq("dopri5", rtol=1e-8, atol=1e-10),
+              tol=1e-9, vectorized=True)
+    out["torchdiffeq"] = (pint.distributed.parareal(p.f, y0, t, **kw),
+                          pint.parareal(p.f, y0, t, pipelined=True, **kw))
     return out
 
 
