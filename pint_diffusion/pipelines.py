@@ -52,7 +52,11 @@ class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
       each latent between iterations);
     - ``srds_pipelined``: the pipelined schedule (default ``True``);
     - ``srds_max_iters``: the most iterations (default: the number of blocks, which
-      reproduces the serial pipeline's latents).
+      reproduces the serial pipeline's latents);
+    - ``srds_group``: a ``torch.distributed`` process group (or ``"default"``) to spread
+      the blocks over its ranks, each rank calling the pipeline with the same arguments
+      (see :func:`pint_diffusion.sample_srds` and the distributed guide); ``None`` runs
+      in this process.
 
     The scheduler must be a ``DDIMScheduler`` or ``EulerDiscreteScheduler`` in an ODE
     configuration (see :class:`pint_diffusion.DiffusersDenoiser`); options that the ODE
@@ -84,6 +88,7 @@ class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
         srds_tol: float = DEFAULT_TOL,
         srds_pipelined: bool = True,
         srds_max_iters: int | None = None,
+        srds_group: Any = None,
         **unsupported: Any,
     ) -> StableDiffusionSRDSPipelineOutput | tuple:
         """Generate images with SRDS; see the class docstring for the arguments."""
@@ -136,6 +141,7 @@ class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
             disable=getattr(self, "_progress_bar_config", {}).get("disable", False),
             blocks=srds_blocks, tol=srds_tol,
             pipelined=srds_pipelined, max_iters=srds_max_iters, return_info=True,
+            group=srds_group,
         )
         latents = denoiser.from_ve(samples, sigmas[-1]).to(cond.dtype)
         nsfw = None

@@ -332,3 +332,29 @@ def test_gloo_with_cuda_states(tmp_path):
     for error, device in values(spawn(nccl_worker, 2, tmp_path)):
         assert error <= 1e-12 and device == "cuda"
 
+
+
+def pipeline_worker(rank, world):
+    from diffusers import DDIMScheduler
+    from tiny_sd import LATENT_CHANNELS, tiny_sd_pipeline
+
+    from pint_diffusion.pipelines import StableDiffusionSRDSPipeline
+
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                              beta_end=0.012, clip_sample=False, steps_offset=1)
+    srds = StableDiffusionSRDSPipeline.from_pipe(tiny_sd_pipeline(scheduler))
+    srds.set_progress_bar_config(disable=True)
+    noise = torch.randn(2, LATENT_CHANNELS, 8, 8, generator=torch.Generator().manual_seed(1))
+    call = dict(prompt=["a cat", "a red house"], num_inference_steps=8, guidance_scale=4.0,
+                output_type="latent", srds_blocks=4, srds_tol=0.0)
+    spread = srds(latents=noise.clone(), srds_group="default", **call)
+    alone = srds(latents=noise.clone(), **call)
+    return spread.images, alone.images, spread.srds.iterations, alone.srds.iterations
+
+
+def test_srds_pipeline_over_two_ranks_equals_one_process(tmp_path):
+    """The UNet's batched kernels see other row counts on each rank, so the latents agree to
+    float32 round-off (not bit for bit, as the toy denoiser's do)."""
+    for spread, alone, its_spread, its_alone in values(spawn(pipeline_worker, 2, tmp_path)):
+        assert (spread - alone).abs().max() <= 1e-5 * alone.abs().max()
+        assert its_spread == its_alone == 4
