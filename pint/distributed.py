@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ._rounds import NonFiniteError, Rounds, Task, VectorField
-from .parareal import Norm, _check_inputs, _vmapped, predicted_depth
+from .parareal import Norm, _check_inputs, _vmapped, boundary_update, predicted_depth
 from .propagators import Propagator, slice_depths
 from .solution import Solution, Stats
 
@@ -447,23 +447,9 @@ class _Rank:
     def _try_form(self, m: int, k: int) -> None:
         if self.finished or k > self.max_iters or m < k or (m, k) in self.formed:
             return
-        n = m - 1
-        if k == 0:
-            new = self.coarse_out.get((n, 0))
-            if new is not None:
-                self._form(m, 0, self._take(new))
-            return
-        old_fine = self.fine_out.get((n, k - 1))
-        if old_fine is None:
-            return
-        if n == k - 1:  # the first new boundary is the fine solution itself: exact
-            self._form(m, k, self._take(old_fine))
-            return
-        new_coarse = self.coarse_out.get((n, k))
-        old_coarse = self.coarse_out.get((n, k - 1))
-        if new_coarse is None or old_coarse is None:
-            return
-        self._form(m, k, self._take(new_coarse) + (self._take(old_fine) - self._take(old_coarse)))
+        value = boundary_update(m, k, self.coarse_out, self.fine_out, self._take)
+        if value is not None:
+            self._form(m, k, value)
 
     # -- the convergence test: one all_reduce per iteration --------------------------
     def _reduce_next(self) -> None:

@@ -239,6 +239,33 @@ def _vmapped(f: Callable[..., Tensor]) -> VectorField:
     return field
 
 
+Outputs = dict[tuple[int, int], Tensor]
+
+
+def boundary_update(
+    m: int, k: int, coarse_out: Outputs, fine_out: Outputs, take: Callable[[Tensor], Tensor]
+) -> Tensor | None:
+    """Boundary ``m`` of iteration ``k`` from the propagations' outputs, keyed by (slice,
+    iteration), or ``None`` while one of its inputs is missing. ``take`` selects the rows of
+    the problems still iterating. The Parareal update is
+    ``U[m]^k = G(U[m-1]^k) + F(U[m-1]^(k-1)) - G(U[m-1]^(k-1))``; the first new boundary of an
+    iteration (``m = k``) is the fine solution itself, exactly, and iteration 0 is the coarse
+    sweep."""
+    n = m - 1
+    if k == 0:
+        new = coarse_out.get((n, 0))
+        return None if new is None else take(new)
+    old_fine = fine_out.get((n, k - 1))
+    if old_fine is None:
+        return None
+    if n == k - 1:
+        return take(old_fine)
+    new_coarse, old_coarse = coarse_out.get((n, k)), coarse_out.get((n, k - 1))
+    if new_coarse is None or old_coarse is None:
+        return None
+    return take(new_coarse) + (take(old_fine) - take(old_coarse))
+
+
 class _Parareal:
     """The state of one Parareal solve, driven by the completions of its propagations."""
 
@@ -369,23 +396,9 @@ class _Parareal:
         """Form boundary ``m`` of iteration ``k`` if all its inputs are known."""
         if self.done or k > self.max_iters or self.formed.get(k, 0) > m - k or m < k:
             return
-        n = m - 1
-        if k == 0:
-            new = self.coarse_out.get((n, 0))
-            if new is not None:
-                self._form(m, 0, self._take(new))
-            return
-        old_fine = self.fine_out.get((n, k - 1))
-        if old_fine is None:
-            return
-        if n == k - 1:  # the first new boundary is the fine solution itself: exact
-            self._form(m, k, self._take(old_fine))
-            return
-        new_coarse = self.coarse_out.get((n, k))
-        old_coarse = self.coarse_out.get((n, k - 1))
-        if new_coarse is None or old_coarse is None:
-            return
-        self._form(m, k, self._take(new_coarse) + (self._take(old_fine) - self._take(old_coarse)))
+        value = boundary_update(m, k, self.coarse_out, self.fine_out, self._take)
+        if value is not None:
+            self._form(m, k, value)
 
     def _complete(self, k: int) -> None:
         """Iteration ``k`` has formed all its boundaries: test convergence, go on or stop."""
