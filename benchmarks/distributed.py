@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from common import cpu_model
+from common import median_time as common_median_time
 
 import pint
 import pint.distributed
@@ -115,16 +117,6 @@ def machine_scaling() -> float:
     return 2 * alone / together
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def ceiling(iterations: int, world: int) -> float:
     work = [min(n + 1, iterations + 1) for n in range(SLICES)]
     ranges = pint.distributed.slice_ranges(SLICES, world)
@@ -132,13 +124,9 @@ def ceiling(iterations: int, world: int) -> float:
 
 
 def median_time(run, repeats: int) -> tuple[float, object]:
+    """``common.median_time`` after one warm-up call."""
     run()
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+    return common_median_time(run, repeats)
 
 
 def main() -> None:
