@@ -21,9 +21,7 @@ Run: ``python benchmarks/sd.py [--quick] [--threads 2]``; writes
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,8 +40,7 @@ from common import (
     write_results,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_sd import tiny_sd_components
+from pint_diffusion.testing import tiny_sd_components
 
 NAME = "diffusion_sd"
 PROMPTS = ["a castle", "a red house", "a cat on a mat", "the sea at night"]

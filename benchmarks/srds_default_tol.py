@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_sd import tiny_sd_pipeline
-
 from pint_diffusion import DEFAULT_TOL, StableDiffusionSRDSPipeline
+from pint_diffusion.testing import tiny_sd_pipeline
 
 RESULTS = Path(__file__).parent / "results"
 

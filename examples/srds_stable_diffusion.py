@@ -9,9 +9,7 @@ Run: ``python examples/srds_stable_diffusion.py [--model PATH] [--steps 25] [--p
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -23,8 +21,7 @@ def load_pipeline(model: str | None):
         pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         return pipe
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tiny_sd import tiny_sd_pipeline  # the tests' offline tiny components
+    from pint_diffusion.testing import tiny_sd_pipeline
 
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                               beta_end=0.012, clip_sample=False, set_alpha_to_one=False,

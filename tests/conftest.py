@@ -1,7 +1,7 @@
 """Shared pytest fixtures.
 
-Helper modules in this directory (``devices``, ``kdiffusion``, ``tiny_sd``) are imported by plain
-name (``from tiny_sd import tiny_sd_pipeline``); this directory is put on ``sys.path`` so that works
+Helper modules in this directory (``devices``, ``kdiffusion``) are imported by plain
+name (``from devices import DEVICES``); this directory is put on ``sys.path`` so that works
 whatever pytest's rootdir and import mode.
 """
 

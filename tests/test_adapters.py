@@ -20,15 +20,15 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
 )
-from tiny_sd import (
+
+from pint_diffusion.adapters import DiffusersDenoiser
+from pint_diffusion.testing import (
     LATENT_CHANNELS,
     tiny_class_unet,
     tiny_sd_components,
     tiny_sd_pipeline,
     tiny_unet,
 )
-
-from pint_diffusion.adapters import DiffusersDenoiser
 
 TOL = 1e-4
 STEPS = 8

@@ -336,9 +336,9 @@ def test_gloo_with_cuda_states(tmp_path):
 
 def pipeline_worker(rank, world):
     from diffusers import DDIMScheduler
-    from tiny_sd import LATENT_CHANNELS, tiny_sd_pipeline
 
     from pint_diffusion.pipelines import StableDiffusionSRDSPipeline
+    from pint_diffusion.testing import LATENT_CHANNELS, tiny_sd_pipeline
 
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                               beta_end=0.012, clip_sample=False, steps_offset=1)

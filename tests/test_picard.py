@@ -3,10 +3,10 @@
 import pytest
 import torch
 from test_srds import ToyDenoiser, karras
-from tiny_sd import LATENT_CHANNELS, tiny_sd_components
 
 from pint_diffusion import DiffusersDenoiser, Euler, Heun
 from pint_diffusion.picard import sample_picard
+from pint_diffusion.testing import LATENT_CHANNELS, tiny_sd_components
 
 
 @pytest.mark.parametrize(("name", "solver"), [("euler", Euler()), ("heun", Heun())])

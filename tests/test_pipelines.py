@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from tiny_sd import LATENT_CHANNELS, tiny_sd_components, tiny_sd_pipeline
+
+from pint_diffusion.testing import LATENT_CHANNELS, tiny_sd_components, tiny_sd_pipeline
 
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, EulerDiscreteScheduler

@@ -18,19 +18,13 @@ match the serial pipeline's. With a real model only the loading line changes::
 # %%
 # Loading, and ``from_pipe``
 # --------------------------
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
-import pint_diffusion
 from pint_diffusion import DiffusersDenoiser, StableDiffusionSRDSPipeline
-
-# the repository's tests/ folder, beside the package
-sys.path.insert(0, str(Path(pint_diffusion.__file__).resolve().parents[1] / "tests"))
-from tiny_sd import tiny_sd_pipeline  # the test suite's offline tiny model
+from pint_diffusion.testing import tiny_sd_pipeline  # the test suite's offline tiny model
 
 sd_scheduler = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                     clip_sample=False, set_alpha_to_one=False, steps_offset=1)

@@ -1,4 +1,7 @@
-"""Tiny diffusers components with random weights, for tests that need a real pipeline offline.
+"""Tiny diffusers components with random weights: a real Stable Diffusion pipeline, offline.
+
+The test suite, the examples, the docs and the benchmarks use them wherever no weights can
+be downloaded; diffusers and transformers are imported inside the functions.
 
 Everything is built from configs (as diffusers' own tests do), float32, on the CPU, and small
 enough that a 10-step pipeline call takes well under a second:
@@ -14,7 +17,7 @@ enough that a 10-step pipeline call takes well under a second:
 Example::
 
     from diffusers import DDIMScheduler
-    from tiny_sd import tiny_sd_pipeline
+    from pint_diffusion.testing import tiny_sd_pipeline
 
     pipe = tiny_sd_pipeline(DDIMScheduler(clip_sample=False))
     latents = pipe("a cat", num_inference_steps=5, output_type="latent").images
