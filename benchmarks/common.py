@@ -9,6 +9,7 @@ clock is a median over repeats, measured side by side in one run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -29,6 +30,14 @@ TARGET_RMS = 1e-3
 
 
 # ----------------------------------------------------------------------------- machine
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark script shares: ``--quick`` and ``--threads``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the short mode of `make bench`")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    return parser
+
+
 def setup(threads: int) -> int:
     """Fix torch's intra-op thread count (recorded with the results) and return it."""
     torch.set_num_threads(threads)

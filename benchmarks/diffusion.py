@@ -18,7 +18,6 @@ Run: ``python benchmarks/diffusion.py [--quick] [--threads 2]``; writes
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from common import (
     RESULTS,
     TARGET_RMS,
     TimedDenoiser,
+    arguments,
     default_blocks,
     digits,
     errors,
@@ -291,9 +291,7 @@ def plot(rows: list[dict[str, Any]], trace: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = arguments(__doc__)
     parser.add_argument("--steps", type=int, nargs="*", default=[25, 100, 1000])
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--from-json", action="store_true",

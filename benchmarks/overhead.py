@@ -16,7 +16,6 @@ Run: ``python benchmarks/overhead.py [--quick] [--threads 2]``; writes
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from common import (
     TimedDenoiser,
+    arguments,
     digits,
     machine_info,
     machine_line,
@@ -143,9 +143,7 @@ def to_markdown(rows: list[dict[str, Any]], curve: list[dict[str, Any]], info: d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = arguments(__doc__)
     args = parser.parse_args()
     setup(args.threads)
     repeats = 3 if args.quick else 5

@@ -20,7 +20,6 @@ Run: ``python benchmarks/sd.py [--quick] [--threads 2]``; writes
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 from common import (
     RESULTS,
     ModuleCounter,
+    arguments,
     default_blocks,
     errors,
     frontier_plot,
@@ -204,9 +204,7 @@ def headline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = arguments(__doc__)
     args = parser.parse_args()
     setup(args.threads)
     repeats = 1 if args.quick else 3

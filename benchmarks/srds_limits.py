@@ -22,7 +22,6 @@ Run: ``python benchmarks/srds_limits.py [--quick]``; writes
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from common import (
     TARGET_RMS,
     TimedDenoiser,
+    arguments,
     digits,
     errors,
     machine_info,
@@ -100,9 +100,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = arguments(__doc__)
     args = parser.parse_args()
     setup(args.threads)
     info = machine_info()

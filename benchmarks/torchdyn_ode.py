@@ -26,7 +26,6 @@ Run: ``python benchmarks/torchdyn_ode.py [--quick]``; writes
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 import torchdiffeq
 from common import (
     RESULTS,
+    arguments,
     machine_info,
     machine_line,
     markdown_table,
@@ -190,9 +190,7 @@ def plot(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = arguments(__doc__)
     args = parser.parse_args()
     setup(args.threads)
     torch.set_default_dtype(torch.float64)
