@@ -152,6 +152,6 @@ def _cat(parts: list[Tensor]) -> Tensor:
 
 def _rows(values: Tensor, request: tuple[Tensor, ...] | None) -> Tensor:
     """``values`` (one per row of the propagation) for the rows of ``request``."""
-    if request is not None and len(request) == 3:
+    if request is not None and len(request) == 3 and request[2] is not None:
         return values[request[2].to(values.device)]
     return values

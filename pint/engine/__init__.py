@@ -1,0 +1,303 @@
+"""The engine: many propagations at once, one batched vector-field call per round.
+
+Every algorithm in pint is written over this engine. A *propagation* is a coroutine that
+yields evaluation :class:`Request` s and receives ``f(t, y)`` for each (see
+:mod:`pint.propagators`). A :class:`Task` wraps one propagation with a free-form label
+(``"coarse"``, ``"fine"``, ``"picard"``, ...), where its rows sit (the iteration, the grid
+point each row starts from, the problem each row belongs to) and what to do with its result.
+:class:`Engine` runs every live task in lock step: each round gathers the pending request of
+every task and evaluates them in ONE call of the batched vector field (chunked into calls of at
+most ``max_batch`` rows when that is set), then hands each task its rows. A task started during
+a round joins the next one, so the round in which a value becomes available is exactly its depth
+on the critical path: :attr:`Engine.rounds` *is* the solve's ``sequential_nfe``.
+
+Example::
+
+    engine = Engine(f)
+    engine.start(Task(pint.RK4(10).propagate(t0, t1, y0), on_done=results.append, label="fine"))
+    engine.run()
+    engine.rounds, engine.rows["fine"]
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["Engine", "Location", "NonFiniteError", "Propagation", "Request", "Task", "VectorField"]
+
+
+class Request(NamedTuple):
+    """One evaluation a propagation asks for: ``f(t, y)`` for ``R`` rows.
+
+    Attributes:
+        t: the times, shape ``(R,)``.
+        y: the states, shape ``(R, *state_shape)``.
+        rows: ``None`` when the request is for every row of the propagation, else the indices
+            (1-D) of the propagation's rows these are, e.g. when some rows need fewer steps.
+    """
+
+    t: Tensor
+    y: Tensor
+    rows: Tensor | None = None
+
+
+Propagation = Generator[Request, Tensor, Tensor]
+"""A running propagation: yields requests, receives ``f(t, y)``, returns the end states."""
+
+VectorField = Callable[..., Tensor]
+"""The batched vector field ``f(t, y)`` (or ``f(t, y, problems)``) the engine calls."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in a solve something happened, in the algorithm's own terms.
+
+    Attributes:
+        label: the task's label (e.g. ``"coarse"``, ``"fine"``, ``"picard"``), or ``"state"``
+            for a state the algorithm formed itself.
+        iteration: the algorithm's iteration.
+        point: the grid point (time slice, step) the row's propagation started from.
+        problem: the independent problem (sample) the row belongs to.
+        evaluation: the evaluation within the propagation (0 is its first), ``None`` for a state.
+    """
+
+    label: str
+    iteration: int
+    point: int
+    problem: int
+    evaluation: int | None = None
+
+    def __str__(self) -> str:
+        what = "state" if self.evaluation is None else f"evaluation {self.evaluation} of the " \
+            f"{self.label} propagation"
+        return f"{what} at point {self.point}, problem {self.problem}, iteration {self.iteration}"
+
+
+class NonFiniteError(FloatingPointError, ValueError):
+    """A vector-field evaluation or a state became NaN or infinite.
+
+    Attributes:
+        location: the first non-finite row, a :class:`Location`.
+        problems: every problem (sample) with a non-finite row in that evaluation, sorted.
+    """
+
+    def __init__(self, message: str, location: Location, problems: list[int] | None = None):
+        super().__init__(message)
+        self.location = location
+        self.problems = [location.problem] if problems is None else problems
+
+
+@dataclass(eq=False)
+class Task:
+    """A running propagation and what to do when it ends.
+
+    Args:
+        propagation: the coroutine (e.g. ``propagator.propagate(t0, t1, y0)``).
+        on_done: called with the propagation's return value (the end states).
+        label: names the kind of work; the engine counts rows per label.
+        iteration: the algorithm's iteration, for error locations.
+        points: the grid point of each row (length ``R``), for error locations; default all 0.
+        problems: the problem index of each row, handed to ``f`` when the engine was built
+            ``with_index=True``; default ``0, 1, ..., R - 1``.
+    """
+
+    propagation: Propagation
+    on_done: Callable[[Tensor], None]
+    label: str = "f"
+    iteration: int = 0
+    points: Tensor | None = None
+    problems: Tensor | None = None
+    request: Request | None = field(default=None, repr=False)
+    evaluations: int = 0
+
+    def _rows(self, values: Tensor | None, n: int) -> Tensor:
+        """``values`` (one per row of the propagation) at the rows of the pending request."""
+        request = self.request
+        assert request is not None
+        if values is None:
+            return torch.arange(n) if request.rows is None else request.rows
+        if request.rows is None:
+            return values
+        return values[request.rows.to(values.device)]
+
+
+def _request(value: object) -> Request:
+    if isinstance(value, Request):
+        return value
+    if isinstance(value, tuple) and len(value) in (2, 3):
+        return Request(*value)
+    raise TypeError(f"a propagation must yield pint.engine.Request(t, y[, rows]); "
+                    f"got {type(value).__name__}")
+
+
+class Engine:
+    """Drives tasks in lock step, one batched call of ``f`` per round.
+
+    Args:
+        f: the batched vector field: ``f(t, y)`` with ``t`` of shape ``(R,)`` and ``y`` of shape
+            ``(R, *state_shape)``, returning ``dy/dt`` like ``y``; with ``with_index=True`` it
+            is called as ``f(t, y, problems)`` with each row's problem index.
+        with_index: pass each row's problem index to ``f``.
+        check_finite: raise :class:`NonFiniteError` when ``f`` returns NaN or infinity.
+        max_batch: the most rows in one call of ``f``; a round with more rows is split into
+            several calls (same depth: it is still one round). ``None``: no limit.
+
+    Attributes:
+        rounds: rounds run so far (the depth, ``sequential_nfe``).
+        calls: calls of ``f`` so far (more than ``rounds`` when ``max_batch`` splits rounds).
+        rows: rows evaluated so far, per task label.
+        live: the tasks waiting for an evaluation.
+    """
+
+    def __init__(self, f: VectorField, *, with_index: bool = False, check_finite: bool = True,
+                 max_batch: int | None = None) -> None:
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(
+                max_batch, int) or max_batch < 1):
+            raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+        self.f = f
+        self.with_index = with_index
+        self.check_finite = check_finite
+        self.max_batch = max_batch
+        self.rounds = 0
+        self.calls = 0
+        self.rows: Counter[str] = Counter()
+        self.live: list[Task] = []
+        self._finished: deque[tuple[Task, Tensor]] = deque()
+        self._draining = False
+        self._checked = False
+
+    # -- tasks -------------------------------------------------------------------------
+    def start(self, task: Task) -> None:
+        """Start a task; it evaluates for the first time in the next round.
+
+        A propagation that needs no evaluation completes at once: its ``on_done`` runs before
+        ``start`` returns (or, when ``start`` is called from another task's ``on_done``, right
+        after that one, so chains of such tasks do not recurse).
+        """
+        try:
+            task.request = _request(next(task.propagation))
+        except StopIteration as stop:
+            self._finished.append((task, stop.value))
+            self._drain()
+            return
+        self.live.append(task)
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Run rounds while any task is live (and, if given, until ``until()`` is true)."""
+        while self.live and not (until is not None and until()):
+            self.step()
+
+    def close(self) -> None:
+        """Abandon all live tasks (their work is no longer needed)."""
+        for task in self.live:
+            task.propagation.close()
+        self.live.clear()
+
+    def sync_clock(self, rounds: int) -> None:
+        """A value computed elsewhere at depth ``rounds`` arrived (a Lamport clock)."""
+        self.rounds = max(self.rounds, rounds)
+
+    def _drain(self) -> None:
+        """Run the completions of finished tasks, first in, first out."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._finished:
+                task, value = self._finished.popleft()
+                task.on_done(value)
+        finally:
+            self._draining = False
+
+    # -- one round ---------------------------------------------------------------------
+    def step(self) -> None:
+        """Run one round: one batched evaluation, then advance every live task."""
+        if not self.live:
+            raise RuntimeError("no live task to advance")
+        requests = [task.request for task in self.live]
+        sizes = [len(request.y) for request in requests]  # type: ignore[union-attr]
+        t = _cat([request.t for request in requests])  # type: ignore[union-attr]
+        y = _cat([request.y for request in requests])  # type: ignore[union-attr]
+        index = None
+        if self.with_index:
+            index = _cat([task._rows(task.problems, size) for task, size in
+                          zip(self.live, sizes, strict=True)]).to(y.device)
+        out = self._evaluate(t, y, index)
+        if self.check_finite and not bool(torch.isfinite(out).all()):
+            self._raise_non_finite(out, sizes)
+        self.rounds += 1
+        parts = out.split(sizes) if len(sizes) > 1 else (out,)
+        still_live = []
+        for task, part in zip(self.live, parts, strict=True):
+            self.rows[task.label] += len(part)
+            task.evaluations += 1
+            try:
+                task.request = _request(task.propagation.send(part))
+                still_live.append(task)
+            except StopIteration as stop:
+                self._finished.append((task, stop.value))
+        self.live = still_live
+        self._drain()
+
+    def _evaluate(self, t: Tensor, y: Tensor, index: Tensor | None) -> Tensor:
+        """``f`` on all rows, in chunks of at most ``max_batch`` rows."""
+        size = len(y) if self.max_batch is None else self.max_batch
+        outs = []
+        for start in range(0, len(y), size):
+            chunk = slice(start, start + size)
+            args = (t[chunk], y[chunk]) if index is None else (t[chunk], y[chunk], index[chunk])
+            out = self.f(*args)
+            self.calls += 1
+            if not self._checked:
+                _check_output(out, args[1])
+                self._checked = True
+            elif not isinstance(out, Tensor) or out.shape != args[1].shape:
+                _check_output(out, args[1])
+            outs.append(out)
+        return _cat(outs)
+
+    def _raise_non_finite(self, out: Tensor, sizes: list[int]) -> None:
+        bad_rows = (~torch.isfinite(out.flatten(1))).any(1)
+        first: Location | None = None
+        problems: set[int] = set()
+        for task, bad, size in zip(self.live, bad_rows.split(sizes), sizes, strict=True):
+            if not bool(bad.any()):
+                continue
+            owners = task._rows(task.problems, size).cpu()
+            problems.update(owners[bad.cpu()].tolist())
+            if first is None:
+                row = int(bad.nonzero()[0])
+                points = task._rows(task.points, size) if task.points is not None else None
+                first = Location(task.label, task.iteration,
+                                 0 if points is None else int(points[row]),
+                                 int(owners[row]), task.evaluations)
+        assert first is not None
+        self.close()
+        raise NonFiniteError(f"f returned a non-finite value in {first}", first, sorted(problems))
+
+
+def _check_output(out: object, y: Tensor) -> None:
+    """The vector field must return a tensor exactly like its input states."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the vector field f must return a tensor like y (shape "
+                        f"{tuple(y.shape)}, dtype {y.dtype}); it returned {type(out).__name__}")
+    if out.shape != y.shape:
+        raise ValueError(f"the vector field f returned shape {tuple(out.shape)} for y of shape "
+                         f"{tuple(y.shape)}; it must return dy/dt with exactly the shape of y "
+                         f"(no broadcasting)")
+    if out.dtype != y.dtype:
+        raise TypeError(f"the vector field f returned dtype {out.dtype} for y of dtype {y.dtype};"
+                        f" it must return dy/dt in the dtype of y")
+    if out.device != y.device:
+        raise ValueError(f"the vector field f returned a tensor on {out.device} for y on "
+                         f"{y.device}; it must return dy/dt on the device of y")
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

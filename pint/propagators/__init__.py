@@ -1,0 +1,88 @@
+"""Propagators: the solvers that parallel-in-time algorithms combine.
+
+A propagator advances states across time slices. pint interleaves the vector-field
+evaluations of many propagations (several slices, several iterations) into one batched call
+per round (:mod:`pint.engine`), so a propagator is written as a *coroutine*: it yields each
+evaluation it needs as a :class:`pint.engine.Request` and receives the result::
+
+    def propagate(self, t0, t1, y0):
+        k = yield Request(t0, y0)   # ask for f(t0, y0), one row per slice
+        return y0 + (t1 - t0)[:, None] * k
+
+``t0`` and ``t1`` have shape ``(S,)`` (one entry per row), ``y0`` has shape
+``(S, *state_shape)``. ``Request(t, y, rows)`` asks for the subset ``rows`` (a 1-D index
+tensor), e.g. when some rows need fewer steps than others. The engine owns the vector field,
+counts evaluations and batches the requests of all live propagations together; the
+propagator never sees ``f``.
+
+Any object with such a ``propagate`` method is a :class:`Propagator`. Propagators that know in
+advance how many evaluation rounds a slice costs also define ``depth`` (an int, the same for
+every slice) or ``slice_depths(t)`` (one int per slice of the grid ``t``), so that a solver can
+report the depth its schedule predicts.
+
+- :mod:`pint.propagators.runge_kutta`: explicit Runge-Kutta methods over Butcher tableaus.
+- :mod:`pint.propagators.torchdiffeq`: any ``torchdiffeq.odeint`` method.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+from ..engine import Propagation, Request
+from .runge_kutta import (
+    EULER_TABLEAU,
+    HEUN_TABLEAU,
+    MIDPOINT_TABLEAU,
+    RK4,
+    RK4_TABLEAU,
+    ButcherTableau,
+    Euler,
+    Heun,
+    Midpoint,
+    RungeKutta,
+)
+from .torchdiffeq import Torchdiffeq
+
+__all__ = [
+    "EULER_TABLEAU",
+    "HEUN_TABLEAU",
+    "MIDPOINT_TABLEAU",
+    "RK4",
+    "RK4_TABLEAU",
+    "ButcherTableau",
+    "Euler",
+    "Heun",
+    "Midpoint",
+    "Propagation",
+    "Propagator",
+    "Request",
+    "RungeKutta",
+    "Torchdiffeq",
+    "slice_depths",
+]
+
+
+@runtime_checkable
+class Propagator(Protocol):
+    """The protocol every propagator follows.
+
+    ``propagate(t0, t1, y0)`` is a generator that advances the rows of ``y0`` from ``t0`` to
+    ``t1`` (both of shape ``(S,)``; a row's ``t1`` may be smaller than its ``t0`` when
+    integrating backwards in time). It yields :class:`pint.engine.Request` s and receives
+    ``f(t, y)`` for each; its return value is the array of end states, shaped like ``y0``.
+    """
+
+    def propagate(self, t0: Tensor, t1: Tensor, y0: Tensor) -> Propagation:
+        """Advance ``y0`` from ``t0`` to ``t1``, yielding the evaluations it needs."""
+        ...
+
+
+def slice_depths(propagator: object, t: Tensor) -> list[int] | None:
+    """Evaluation rounds the propagation of each slice of ``t`` costs; ``None`` if unknown."""
+    per_slice = getattr(propagator, "slice_depths", None)
+    if callable(per_slice):
+        return list(per_slice(t))
+    depth = getattr(propagator, "depth", None)
+    return [depth] * (len(t) - 1) if isinstance(depth, int) else None
