@@ -113,7 +113,7 @@ def _sample_pipeline(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pint-diffusion``."""
-    from .srds import DEFAULT_TOL
+    from .samplers import DEFAULT_TOL
 
     parser = argparse.ArgumentParser(
         prog="pint-diffusion",

@@ -21,7 +21,8 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
 from .adapters import DiffusersDenoiser
-from .srds import DEFAULT_TOL, SRDSInfo, sample_srds
+from .samplers import DEFAULT_TOL, sample_srds
+from .samplers import SamplerInfo as SRDSInfo
 
 __all__ = ["StableDiffusionSRDSPipeline", "StableDiffusionSRDSPipelineOutput"]
 
