@@ -77,6 +77,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """argparse type: an integer ``torch.Generator.manual_seed`` accepts."""
+    value = _integer(text)
+    if not -(2**63) <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"expected an integer in [-2**63, 2**64), got {value}")
+    return value
+
+
 def finite_float(text: str) -> float:
     """argparse type: a finite number (``nan``, ``inf`` refused)."""
     return _number(text)
@@ -358,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "2 sqrt(steps) (Picard: all)")
     sample.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
                         help="tolerance (a finite number >= 0)")
-    sample.add_argument("--seed", type=_integer, default=0)
+    sample.add_argument("--seed", type=_seed, default=0, help="seed of the initial noise")
     sample.add_argument("--guidance", type=finite_float, default=None,
                         help="classifier-free guidance scale (default: the model's)")
     sample.add_argument("--out", type=Path, default=Path("sample.png"),

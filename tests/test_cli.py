@@ -89,6 +89,7 @@ def _usage_error(argv: list[str], capsys) -> str:
     (["sample", "--tol", "-0.001"], "argument --tol: expected a finite number >= 0"),
     (["sample", "--guidance", "nan"], "argument --guidance: expected a finite number"),
     (["sample", "--guidance", "inf"], "argument --guidance: expected a finite number"),
+    (["sample", "--seed", str(2**64)], "argument --seed: expected an integer in"),
     (["sample", "--class", "-1"], "argument --class: expected an integer >= 0"),
     (["sample", "--class", "12"], "argument --class: must be in 0..9, got 12"),
     (["sample", "--steps", "1001"], "--steps: 1001 exceeds the model's 1000 training"),
