@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("diffusers")
 pytest.importorskip("safetensors")
@@ -352,3 +354,38 @@ def test_nonfinite_weights_are_refused(model_copy, bad):
         load_digits_model(path=path)
     assert repr(name) in str(info.value) and "non-finite" in str(info.value)
     assert str(path) in str(info.value)
+
+
+#: Every checked field of the metadata (the free-form ones, such as ``training`` and
+#: ``data.split``, are not listed).
+_CHECKED_FIELDS = [
+    *(f"unet_config.{k}" for k in (
+        "sample_size", "in_channels", "out_channels", "block_out_channels", "down_block_types",
+        "up_block_types", "layers_per_block", "norm_num_groups", "num_class_embeds",
+        "attention_head_dim", "add_attention")),
+    *(f"scheduler_config.{k}" for k in (
+        "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "clip_sample",
+        "set_alpha_to_one", "steps_offset", "prediction_type", "timestep_spacing")),
+    "data.image_size", "data.channels", "data.data_range", "conditioning.num_classes",
+    "conditioning.null_class", "evaluation.guidance_scale",
+]
+#: Values that no checked field accepts (the strings avoid every allowed name).
+_JUNK = st.one_of(
+    st.text(max_size=4).map(lambda s: "x" + s),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), -1, -0.5, {}, [], ["x"]]),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@given(field=st.sampled_from(_CHECKED_FIELDS), value=_JUNK)
+@settings(max_examples=150, deadline=None)
+def test_any_bad_field_is_named(field, value):
+    """Property: a wrong value in any checked field raises ValueError naming the file and that
+    field (never another exception type, never a later field)."""
+    from pint_diffusion.models import validate_metadata
+
+    metadata = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    _set(metadata, field, value)
+    with pytest.raises(ValueError) as info:
+        validate_metadata(metadata, "some/model.json")
+    assert str(info.value).startswith(f"some/model.json: field {field!r} must be ")
