@@ -27,6 +27,8 @@ after it, and the output lists what was skipped. It measures:
   recorded, not raised), and ``max_batch`` (rows per call) when the samplers accept it.
 - **peak GPU memory** (``torch.cuda.max_memory_allocated``) per configuration.
 
+``--quick`` is the full mode's short form: N = 50 only, one repeat.
+
 Smoke mode (``--smoke``, run by the tests): CPU, a tiny UNet
 (``pint_diffusion.testing.tiny_unet``) in float32 and bfloat16, N = 6, batch 1 and 2, one
 repeat, torch.compile with the ``eager`` backend; it checks the script, not the numbers
@@ -114,7 +116,7 @@ class Settings:
     compile_methods: tuple[str, ...]
     compile_backend: str
     compile_reserve_s: float  # a compile case starts only this long before the budget's end
-    budget_s: float
+    budget_s: float | None  # None: no time budget
 
     def plan(self) -> dict[str, Any]:
         """The configurations, for the JSON."""
@@ -125,26 +127,31 @@ class Settings:
 
 
 def settings(args: Any) -> Settings:
+    """The smoke mode (``--smoke``), the full mode, or its short form (``--quick``: N = 50)."""
     if args.smoke:
-        # float32 and bfloat16: float16 convolutions are pathologically slow on CPUs
-        return Settings(True, torch.device(args.device or "cpu"),
-                        {torch.float32: (6,), torch.bfloat16: (6,)}, (6,), (1, 2), 1, 2,
-                        {"sd": 4, "digits": 4}, (("digits", 6, 1),), ("serial",), "eager",
-                        0.0, 1e9)
-    sd_steps = (50,) if args.quick else (25, 50, 100)
-    return Settings(False, torch.device(args.device or "cuda"),
-                    {torch.float16: sd_steps, torch.bfloat16: (50,)},
-                    (50,) if args.quick else (25, 50, 100, 1000), (1, 4),
-                    1 if args.quick else 2, 5, {"sd": 512, "digits": 1 << 15},
-                    (("digits", 100, 1), ("sd", 50, 1)), ("serial", "SRDS"), "inductor",
-                    120.0, args.budget_s)
+        return Settings(
+            smoke=True, device=torch.device(args.device or "cpu"),
+            # float32 and bfloat16: float16 convolutions are pathologically slow on CPUs
+            sd_steps={torch.float32: (6,), torch.bfloat16: (6,)}, digits_steps=(6,),
+            batches=(1, 2), repeats=1, curve_repeats=2, curve_cap={"sd": 4, "digits": 4},
+            compile_cases=(("digits", 6, 1),), compile_methods=("serial",),
+            compile_backend="eager", compile_reserve_s=0.0, budget_s=None)
+    steps = (50,) if args.quick else (25, 50, 100)
+    return Settings(
+        smoke=False, device=torch.device(args.device or "cuda"),
+        sd_steps={torch.float16: steps, torch.bfloat16: (50,)},
+        digits_steps=steps if args.quick else (*steps, 1000), batches=(1, 4),
+        repeats=1 if args.quick else 2, curve_repeats=5,
+        curve_cap={"sd": 512, "digits": 1 << 15},
+        compile_cases=(("digits", 100, 1), ("sd", 50, 1)), compile_methods=("serial", "SRDS"),
+        compile_backend="inductor", compile_reserve_s=120.0, budget_s=args.budget_s)
 
 
 # ----------------------------------------------------------------------------- device
 class Clock:
     """Elapsed time, the budget, and one progress line per measurement on stderr."""
 
-    def __init__(self, budget_s: float) -> None:
+    def __init__(self, budget_s: float | None) -> None:
         self.start, self.budget_s = time.perf_counter(), budget_s
         self.skipped: list[str] = []
 
@@ -153,7 +160,7 @@ class Clock:
 
     def allows(self, what: str, reserve_s: float = 0.0) -> bool:
         """Whether ``what`` may start (``reserve_s`` before the budget's end at the latest)."""
-        if self.elapsed() + reserve_s <= self.budget_s:
+        if self.budget_s is None or self.elapsed() + reserve_s <= self.budget_s:
             return True
         self.skipped.append(what)
         self.say(f"skipped (time budget {self.budget_s:.0f} s): {what}")
@@ -585,6 +592,8 @@ def compile_rows(models: dict[str, Model], wall: list[dict[str, Any]], s: Settin
                 case = replace(case, fixed=found[0], source=found[1])
             row, _ = attempt(model, case, s, clock, None, compiled_=True)
             if row is None:
+                rows.append(dict(model=model.label, steps=steps, batch=batch, method=method,
+                                 status="skipped (time budget)"))
                 continue
             eager = next((r for r in wall if r["model"] == model.label and r["steps"] == steps
                           and r["batch"] == batch and r["method"] == method
