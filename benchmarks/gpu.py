@@ -20,9 +20,9 @@ after it, and the output lists what was skipped. It measures:
   (``results/diffusion_digits.json``; the nearest larger N where N itself is missing), or
   in this run's digits measurement where no committed count exists. Each count and its
   source are written out. A sampler without ``max_iters`` is stopped from its callback.
-- **time outside model calls**: one more run per configuration, every denoiser call timed
-  between two device synchronisations; outside = total - model time (Python scheduling,
-  host syncs, tensor bookkeeping).
+- **time outside model calls**: one more run per configuration (before the timed ones, so it
+  also warms up), every denoiser call timed between two device synchronisations; outside =
+  total - model time (Python scheduling, host syncs, tensor bookkeeping).
 - **torch.compile** of the UNet for serial and SRDS on a few configurations (failures are
   recorded, not raised), and ``max_batch`` (rows per call) when the samplers accept it.
 - **peak GPU memory** (``torch.cuda.max_memory_allocated``) per configuration.
@@ -179,7 +179,6 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
@@ -466,7 +465,8 @@ def run_once(model: Model, denoiser: Any, case: Case, x: torch.Tensor, sigmas: t
 
 def measure(model: Model, case: Case, s: Settings, reference: torch.Tensor | None,
             warmup: bool = False) -> tuple[dict[str, Any], torch.Tensor | None]:
-    """Median wall clock, peak memory, then one instrumented run: model vs outside time."""
+    """One instrumented run (model vs outside time; it also warms up the shapes), then the
+    median wall clock of ``repeats`` plain runs; peak memory over all of them."""
     sync = synchronizer(s.device)
     sigmas = model.denoiser.sigmas(case.steps, device=s.device)
     noise, extra = model.inputs(case.batch)
@@ -481,13 +481,13 @@ def measure(model: Model, case: Case, s: Settings, reference: torch.Tensor | Non
         run_once(model, model.denoiser, case, x, sigmas, extra, sync)
         row["first_run_s"] = time.perf_counter() - first
     reset_peak(s.device)
-    wall, result = median_time(
-        lambda: run_once(model, model.denoiser, case, x, sigmas, extra, sync), s.repeats)
-    row.update(wall_s=wall, peak_mib=peak_mib(s.device))
     timed = TimedDenoiser(model.denoiser, synchronize=sync)
     start = time.perf_counter()
     run_once(model, timed, case, x, sigmas, extra, sync)
     total = time.perf_counter() - start
+    wall, result = median_time(
+        lambda: run_once(model, model.denoiser, case, x, sigmas, extra, sync), s.repeats)
+    row.update(wall_s=wall, peak_mib=peak_mib(s.device))
     info = result[1] if result is not None else None
     row.update(iterations=info.iterations if info is not None else case.fixed,
                depth=info.sequential_nfe if info is not None else timed.calls,
@@ -656,7 +656,8 @@ def to_markdown(payload: dict[str, Any]) -> str:
         "",
         "## Time outside model calls",
         "",
-        "One more run per configuration with every denoiser call timed between two device "
+        "One more run per configuration, before the timed ones (so it also pays for the first "
+        "use of each shape), with every denoiser call timed between two device "
         "synchronisations (the syncs themselves slow it a little): `outside` = total - model "
         "time, i.e. the sampler's Python scheduling, host syncs and tensor bookkeeping.",
         "",
