@@ -35,6 +35,7 @@ def test_non_tensor_and_integer_inputs():
         pint.parareal(decay, Y0, torch.arange(5), **OK)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_device_mismatch():
     with pytest.raises(ValueError, match="share dtype and device"):
