@@ -11,8 +11,9 @@ call per step, converging to the serial fine solution in few iterations::
     sol.ys, sol.iterations, sol.stats.sequential_nfe
 
 The public names: :func:`parareal`, :func:`serial`, :func:`predicted_depth`, the propagators
-(:class:`Euler`, :class:`Midpoint`, :class:`Heun`, :class:`RK4`, :class:`RungeKutta`,
-:class:`Torchdiffeq` and the :class:`Propagator` protocol), :class:`Solution`,
+(:class:`Euler`, :class:`Midpoint`, :class:`Heun`, :class:`RK4`, :class:`RungeKutta`, the
+implicit :class:`BackwardEuler` and :class:`SDIRK2` (:class:`NewtonError` when their Newton
+solve fails), :class:`Torchdiffeq` and the :class:`Propagator` protocol), :class:`Solution`,
 :class:`Stats`, :class:`NonFiniteError`, and the test problems in :mod:`pint.problems`.
 """
 
@@ -20,10 +21,13 @@ from . import problems
 from .parareal import NonFiniteError, parareal, predicted_depth
 from .propagators import (
     RK4,
+    SDIRK2,
+    BackwardEuler,
     ButcherTableau,
     Euler,
     Heun,
     Midpoint,
+    NewtonError,
     Propagator,
     RungeKutta,
     Torchdiffeq,
@@ -33,10 +37,13 @@ from .solution import Solution, Stats
 
 __all__ = [
     "RK4",
+    "SDIRK2",
+    "BackwardEuler",
     "ButcherTableau",
     "Euler",
     "Heun",
     "Midpoint",
+    "NewtonError",
     "NonFiniteError",
     "Propagator",
     "RungeKutta",
