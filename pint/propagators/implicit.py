@@ -274,7 +274,7 @@ class DIRK:
             if active is None:
                 y = y_new
             else:
-                y = y.index_add(0, active, step)
+                y = y.index_copy(0, active, y_new)  # (index_add is slow on the CPU)
             if not bool(torch.isfinite(y_new).all()):
                 self._fail(t0, t, _max_norm(g.detach()), _max_norm(step.detach()), active,
                            iteration, "the Newton iterate became non-finite (a singular or "
@@ -407,6 +407,8 @@ def _restrict(solver: Callable[[Tensor], Tensor], active: Tensor) -> Callable[[T
     if matrix is not None:
         return _dense_solver(matrix[active])
     inverse, factors = solver.inverse[active], solver.factors  # type: ignore[attr-defined]
+    if len(factors) == 1:
+        return solver
 
     def solve(g: Tensor) -> Tensor:
         out = torch.empty_like(g)
