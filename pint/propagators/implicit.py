@@ -155,9 +155,10 @@ class DIRK:
         linear: the problem is linear, ``f(t, y) = J(t) y + g(t)`` with ``J`` the given
             ``jacobian``: one Newton step per stage, no convergence test, so the depth is known
             (``steps * stages``). Needs ``jacobian``.
-        tol: Newton stops for a row when its update's max-norm is at most
-            ``tol * max(1, |Y|_max)``. ``None``: ``1e-12`` in float64, ``1000 * eps`` in lower
-            precisions.
+        tol: Newton stops for a row when the error left in its iterate, estimated from the
+            last update (its max-norm, or ``theta / (1 - theta)`` times it once the
+            convergence rate ``theta`` is known), is at most ``tol * max(1, |Y|_max)``.
+            ``None``: ``1e-12`` in float64, ``1000 * eps`` in lower precisions.
         max_iters: the most Newton iterations per stage; :class:`NewtonError` when exceeded.
 
     Raises:
@@ -172,7 +173,7 @@ class DIRK:
     """
 
     def __init__(self, tableau: DIRKTableau, steps: int = 1, *, jacobian: Jacobian | None = None,
-                 linear: bool = False, tol: float | None = None, max_iters: int = 10) -> None:
+                 linear: bool = False, tol: float | None = None, max_iters: int = 20) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         if not isinstance(tableau, DIRKTableau):
@@ -283,7 +284,15 @@ class DIRK:
                 return y
             with torch.no_grad():
                 update_a = _max_norm(step)
-                done = update_a <= tol * _max_norm(y_new).clamp_min(1.0)
+                # the error left after this update: the update itself, or, once the rate
+                # theta = |update| / |previous update| is known and below 1, the geometric
+                # tail theta / (1 - theta) |update| (Hairer & Wanner IV.8)
+                left = update_a
+                if iteration > 1:
+                    theta = update_a / (update if active is None else update[active])
+                    left = torch.where(theta < 1, theta / (1 - theta) * update_a, update_a)
+                    left = torch.minimum(left, update_a)
+                done = left <= tol * _max_norm(y_new).clamp_min(1.0)
                 residual = _scatter(residual, active, _max_norm(g))
                 update = _scatter(update, active, update_a)
             if bool(done.all()):
@@ -363,7 +372,10 @@ class DIRK:
             with torch.no_grad():
                 jac = self.jacobian.to(dtype=dtype, device=device)
                 newton = torch.eye(len(jac), dtype=dtype, device=device) - ha * jac
-                factor = torch.linalg.lu_factor(newton)
+                lu, pivots, info = torch.linalg.lu_factor_ex(newton)
+                if int(info):  # singular: solves give non-finite values, reported by Newton
+                    lu = torch.full_like(lu, math.nan)
+                factor = (lu, pivots)
             if len(self._factors) >= 32:  # a small memo: slices of a few lengths
                 self._factors.pop(next(iter(self._factors)))
             self._factors[key] = factor
@@ -395,7 +407,11 @@ def _dense_solver(newton: Tensor) -> Callable[[Tensor], Tensor]:
     matrix = newton.detach()
 
     def solve(g: Tensor) -> Tensor:
-        return torch.linalg.solve(matrix, g)
+        out, info = torch.linalg.solve_ex(matrix, g)
+        singular = info != 0
+        if bool(singular.any()):  # reported by Newton as a non-finite iterate
+            out = torch.where(singular[:, None], math.nan, out)
+        return out
 
     solve.matrix = matrix  # type: ignore[attr-defined]
     return solve
@@ -442,7 +458,7 @@ class BackwardEuler(DIRK):
     """
 
     def __init__(self, steps: int = 1, *, jacobian: Jacobian | None = None, linear: bool = False,
-                 tol: float | None = None, max_iters: int = 10) -> None:
+                 tol: float | None = None, max_iters: int = 20) -> None:
         super().__init__(BACKWARD_EULER_TABLEAU, steps, jacobian=jacobian, linear=linear,
                          tol=tol, max_iters=max_iters)
 
@@ -455,6 +471,6 @@ class SDIRK2(DIRK):
     """
 
     def __init__(self, steps: int = 1, *, jacobian: Jacobian | None = None, linear: bool = False,
-                 tol: float | None = None, max_iters: int = 10) -> None:
+                 tol: float | None = None, max_iters: int = 20) -> None:
         super().__init__(SDIRK2_TABLEAU, steps, jacobian=jacobian, linear=linear,
                          tol=tol, max_iters=max_iters)
