@@ -362,13 +362,14 @@ def allen_cahn(points: int = 63, diffusivity: float = 0.01, t1: float = 4.0) -> 
     problem in which the state separates into phases near ``+1`` and ``-1``.
 
     No closed form: the reference is SciPy's Radau at tight tolerances. ``jacobian`` is the
-    linear part ``diffusivity * laplacian_1d(points) + I`` (a simplified-Newton matrix; the
-    exact Jacobian also has ``-3 u^2`` on its diagonal).
+    Jacobian at the phases ``u = +-1``, ``diffusivity * laplacian_1d(points) - 2 I`` (a
+    simplified-Newton matrix; the exact Jacobian has ``1 - 3 u^2`` on its diagonal instead
+    of ``-2``).
     """
     dx = 1.0 / (points + 1)
     x = torch.arange(1, points + 1, dtype=DTYPE) * dx
     y0 = 0.6 * torch.sin(math.pi * x) - 0.4 * torch.sin(4 * math.pi * x)
-    matrix = diffusivity * laplacian_1d(points) + torch.eye(points, dtype=DTYPE)
+    matrix = diffusivity * laplacian_1d(points) - 2 * torch.eye(points, dtype=DTYPE)
 
     def f(t: Tensor, y: Tensor) -> Tensor:
         return diffusivity * _second_difference(y, dx, -1) + y - y**3
