@@ -358,8 +358,9 @@ def heat_2d(points: int = 15, diffusivity: float = 1.0,
 def allen_cahn(points: int = 63, diffusivity: float = 0.01, t1: float = 4.0) -> Problem:
     """The Allen-Cahn equation ``u_t = diffusivity u_xx + u - u^3`` on ``(0, 1)``, ``u = 0`` at
     both ends, by the method of lines (second-order differences on ``points`` interior
-    points), from ``u0 = 0.6 sin(pi x) - 0.4 sin(4 pi x)``: a nonlinear reaction-diffusion
-    problem in which the state separates into phases near ``+1`` and ``-1``.
+    points), from ``u0 = 0.6 sin(2 pi x) - 0.3 sin(3 pi x)``: a nonlinear reaction-diffusion
+    problem in which the state separates into a phase near ``+1`` and one near ``-1`` with
+    an interface between them.
 
     No closed form: the reference is SciPy's Radau at tight tolerances. ``jacobian`` is the
     Jacobian at the phases ``u = +-1``, ``diffusivity * laplacian_1d(points) - 2 I`` (a
@@ -368,7 +369,7 @@ def allen_cahn(points: int = 63, diffusivity: float = 0.01, t1: float = 4.0) -> 
     """
     dx = 1.0 / (points + 1)
     x = torch.arange(1, points + 1, dtype=DTYPE) * dx
-    y0 = 0.6 * torch.sin(math.pi * x) - 0.4 * torch.sin(4 * math.pi * x)
+    y0 = 0.6 * torch.sin(2 * math.pi * x) - 0.3 * torch.sin(3 * math.pi * x)
     matrix = diffusivity * laplacian_1d(points) - 2 * torch.eye(points, dtype=DTYPE)
 
     def f(t: Tensor, y: Tensor) -> Tensor:
