@@ -280,3 +280,17 @@ def test_parareal_on_the_heat_equation_with_the_linear_path(factory):
     assert (sol.ys - serial.ys).abs().max() < 1e-5
     assert sol.stats.sequential_nfe == sol.stats.predicted_sequential_nfe
     assert (serial.ys - p.reference(t)).abs().max() < 1e-3
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.floats(0.1, 1e4), h=st.floats(1e-3, 1.0), y0=st.floats(-3.0, 3.0),
+       rows=st.integers(1, 3))
+def test_backward_euler_solves_the_nonlinear_step_equation(k, h, y0, rows):
+    """y' = -k y^3: the backward Euler step is the real root of h k Y^3 + Y - y0 = 0 (one real
+    root: the cubic is increasing), found here by numpy's polynomial roots."""
+    roots = np.roots([h * k, 0.0, 1.0, -y0])
+    exact = float(roots[np.argmin(np.abs(roots.imag))].real)
+    y = torch.full((rows, 1), y0, dtype=F64)
+    out, _ = propagate(pint.BackwardEuler(1), lambda t, y: -k * y**3,
+                       torch.zeros(rows, dtype=F64), torch.full((rows,), h, dtype=F64), y)
+    torch.testing.assert_close(out, torch.full_like(y, exact), rtol=1e-10, atol=1e-12)
