@@ -294,3 +294,23 @@ def test_backward_euler_solves_the_nonlinear_step_equation(k, h, y0, rows):
     out, _ = propagate(pint.BackwardEuler(1), lambda t, y: -k * y**3,
                        torch.zeros(rows, dtype=F64), torch.full((rows,), h, dtype=F64), y)
     torch.testing.assert_close(out, torch.full_like(y, exact), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", [pint.BackwardEuler, pint.SDIRK2])
+@pytest.mark.parametrize("path", ["finite differences", "matrix", "linear", "linear callable"])
+def test_gradients_through_the_step_match_the_stability_function(method, path):
+    """y' = theta y: one step multiplies by R(theta h); d/dtheta of the result by autograd
+    through the propagator equals d/dtheta of the closed-form R (also by autograd)."""
+    h, y0 = 0.5, torch.tensor([[1.5]], dtype=F64)
+    theta = torch.tensor(-3.0, dtype=F64, requires_grad=True)
+    options = {"finite differences": {}, "matrix": {"jacobian": torch.tensor([[-3.0]], dtype=F64)},
+               "linear": {"jacobian": theta.reshape(1, 1), "linear": True},
+               "linear callable": {"jacobian": lambda t: theta.reshape(1, 1), "linear": True}}
+    out, _ = propagate(method(1, **options[path]), lambda t, y: theta * y,
+                       torch.zeros(1, dtype=F64), torch.full((1,), h, dtype=F64), y0)
+    (ours,) = torch.autograd.grad(out.sum(), theta)
+    z = theta * h
+    r = 1 / (1 - z) if method is pint.BackwardEuler else \
+        (1 + (1 - 2 * GAMMA) * z) / (1 - GAMMA * z) ** 2
+    (expected,) = torch.autograd.grad(r * y0.sum(), theta)
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)

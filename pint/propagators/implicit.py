@@ -332,22 +332,29 @@ class DIRK:
         """A solver ``g -> (I - ha J)^{-1} g`` for the rows of this stage."""
         rows, d = z.shape
         jacobian = self.jacobian
+        # On the linear path the matrix is part of the result, so gradients flow through it
+        # (to parameters in a matrix that requires grad); elsewhere it is only Newton's
+        # preconditioner, and the converged stage does not depend on it.
+        differentiable = self.linear and torch.is_grad_enabled()
         if isinstance(jacobian, Tensor):
-            return self._constant_solver(ha, z)
+            return self._constant_solver(ha, z, differentiable and jacobian.requires_grad)
         assert jacobian is not None
-        with torch.no_grad():
+        with torch.set_grad_enabled(differentiable):
             jac = torch.as_tensor(jacobian(t)).to(z)
         if jac.shape not in ((d, d), (rows, d, d)):
             raise ValueError(f"jacobian(t) must return a ({d}, {d}) or ({rows}, {d}, {d}) "
                              f"matrix for {rows} rows of {d} entries, got {tuple(jac.shape)}")
         eye = torch.eye(d, dtype=z.dtype, device=z.device)
-        return _dense_solver(eye - ha[:, None, None].detach() * jac)
+        scale = ha if differentiable else ha.detach()
+        return _dense_solver(eye - scale[:, None, None] * jac, keep_grad=differentiable)
 
-    def _constant_solver(self, ha: Tensor, z: Tensor) -> Callable[[Tensor], Tensor]:
+    def _constant_solver(self, ha: Tensor, z: Tensor, differentiable: bool
+                         ) -> Callable[[Tensor], Tensor]:
         """``(I - ha A)^{-1}`` row by row for a constant ``A``: one LU per distinct ``ha``."""
         assert isinstance(self.jacobian, Tensor)
         values, inverse = torch.unique(ha.detach(), return_inverse=True)
-        factors = [self._factor(float(v), z.dtype, z.device) for v in values.tolist()]
+        factors = [self._factor(float(v), z.dtype, z.device, differentiable)
+                   for v in values.tolist()]
 
         def solve(g: Tensor, inverse: Tensor = inverse) -> Tensor:
             if len(factors) == 1:
@@ -364,18 +371,22 @@ class DIRK:
         solve.factors = factors  # type: ignore[attr-defined]
         return solve
 
-    def _factor(self, ha: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    def _factor(self, ha: float, dtype: torch.dtype, device: torch.device,
+                differentiable: bool = False) -> tuple[Tensor, Tensor]:
+        """The LU factors of ``I - ha A``, memoised (not when they carry gradients)."""
         key = (ha, dtype, device)
-        factor = self._factors.get(key)
+        factor = None if differentiable else self._factors.get(key)
         if factor is None:
             assert isinstance(self.jacobian, Tensor)
-            with torch.no_grad():
+            with torch.set_grad_enabled(differentiable):
                 jac = self.jacobian.to(dtype=dtype, device=device)
                 newton = torch.eye(len(jac), dtype=dtype, device=device) - ha * jac
                 lu, pivots, info = torch.linalg.lu_factor_ex(newton)
                 if int(info):  # singular: solves give non-finite values, reported by Newton
                     lu = torch.full_like(lu, math.nan)
                 factor = (lu, pivots)
+            if differentiable:
+                return factor
             if len(self._factors) >= 32:  # a small memo: slices of a few lengths
                 self._factors.pop(next(iter(self._factors)))
             self._factors[key] = factor
@@ -402,9 +413,9 @@ class DIRK:
         )
 
 
-def _dense_solver(newton: Tensor) -> Callable[[Tensor], Tensor]:
+def _dense_solver(newton: Tensor, keep_grad: bool = False) -> Callable[[Tensor], Tensor]:
     """``g -> newton^{-1} g`` for one ``(R, d, d)`` matrix per row."""
-    matrix = newton.detach()
+    matrix = newton if keep_grad else newton.detach()
 
     def solve(g: Tensor) -> Tensor:
         out, info = torch.linalg.solve_ex(matrix, g)
