@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from devices import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -314,3 +315,27 @@ def test_gradients_through_the_step_match_the_stability_function(method, path):
         (1 + (1 - 2 * GAMMA) * z) / (1 - GAMMA * z) ** 2
     (expected,) = torch.autograd.grad(r * y0.sum(), theta)
     torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_schedules_and_independent_problems_agree(device, pipelined):
+    """Both schedules, two independent stiff problems at once (different initial states), on
+    every device: each equals its own serial solve, and the linear path equals Newton."""
+    p = problems.stiff_cosine()
+    t = p.times(17, device=device)
+    y0 = torch.tensor([[0.0], [2.0]], dtype=F64, device=device)
+    jacobian = p.jacobian.to(device)
+
+    def f(t, y, index):  # the problems differ in y0 only; rows carry their problem's index
+        assert len(index) == len(y) and set(index.tolist()) <= {0, 1}
+        return p.f(t, y)
+
+    for options in ({}, {"jacobian": jacobian, "linear": True}):
+        fine = pint.SDIRK2(4, **options)
+        sol = pint.parareal(f, y0, t, coarse=pint.BackwardEuler(1, **options), fine=fine,
+                            tol=1e-11, vectorized=True, independent=True, pipelined=pipelined)
+        assert sol.ys.device.type == device
+        for b in range(2):
+            serial = pint.serial(p.f, y0[b], t, method=fine, vectorized=True)
+            torch.testing.assert_close(sol.ys[:, b], serial.ys, rtol=1e-9, atol=1e-10)
