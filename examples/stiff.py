@@ -13,7 +13,14 @@ differences batched into each request (the default, for nonlinear ``f``; the dep
 depends on Newton's iteration counts), or on the linear fast path (``jacobian=A,
 linear=True``: one solve per stage, the depth known in advance).
 
-Run: ``python examples/stiff.py [--slices 32] [--tol 1e-10]``
+Run: ``python examples/stiff.py [--slices 32] [--tol 1e-10]``. With the defaults it prints
+(iteration counts and depths are deterministic):
+
+- finite-difference Newton: 5 iterations, depth 754 against 2560 serially (3.4x), error
+  against the serial solve 1e-15, against the exact solution 3.2e-6 (the fine method's);
+- linear fast path: the same 5 iterations, depth 377 against 1280 (3.4x);
+- coarse ``Euler(1)``: residuals up to 4e88, 32 iterations (exact only because the first
+  ``k`` slices are exact after iteration ``k``), depth 1808 against 1280 serially.
 """
 
 import argparse

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 from torch import Tensor
@@ -304,7 +305,6 @@ class DIRK:
                    f"Newton did not converge in max_iters={self.max_iters} iterations "
                    f"(tol={tol:.1e}; raise max_iters or tol, use smaller steps, or give a "
                    f"better jacobian)")
-        raise AssertionError("unreachable")
 
     def _evaluate_with_jacobian(self, t: Tensor, y: Tensor, active: Tensor | None,
                                 shape: torch.Size) -> Propagation:
@@ -399,7 +399,7 @@ class DIRK:
         return 1e-12 if eps < 1e-10 else 1000 * eps
 
     def _fail(self, t0: Tensor, t: Tensor, residual: Tensor, update: Tensor,
-              active: Tensor | None, iterations: int, why: str) -> None:
+              active: Tensor | None, iterations: int, why: str) -> NoReturn:
         """Raise :class:`NewtonError` for the worst row."""
         rows = torch.arange(len(t0)) if active is None else active.cpu()
         worst = int(rows[int(residual.cpu()[rows].argmax())]) if len(rows) else 0
