@@ -12,8 +12,9 @@ sequential rounds::
     sol.ys, sol.iterations, sol.stats.sequential_nfe
 
 The layers: :mod:`pint.engine` (batched rounds of evaluations), :mod:`pint.propagators`
-(the solvers of one slice), :mod:`pint.algorithms` (Parareal, Picard, serial over one driver),
-:mod:`pint.transport` (one process, or :mod:`pint.distributed` over torch.distributed).
+(the solvers of one slice, explicit and implicit), :mod:`pint.algorithms` (Parareal, Picard,
+serial over one driver), :mod:`pint.transport` (one process, or :mod:`pint.distributed` over
+torch.distributed).
 """
 
 from . import problems
@@ -36,10 +37,13 @@ from .algorithms import (
 from .engine import Location, NonFiniteError
 from .propagators import (
     RK4,
+    SDIRK2,
+    BackwardEuler,
     ButcherTableau,
     Euler,
     Heun,
     Midpoint,
+    NewtonError,
     Propagator,
     RungeKutta,
     Torchdiffeq,
@@ -48,6 +52,8 @@ from .solution import Solution, Stats
 
 __all__ = [
     "RK4",
+    "SDIRK2",
+    "BackwardEuler",
     "ButcherTableau",
     "Constant",
     "Euler",
@@ -60,6 +66,7 @@ __all__ = [
     "InstabilityWarning",
     "Location",
     "Midpoint",
+    "NewtonError",
     "NonFiniteError",
     "Propagator",
     "RungeKutta",
