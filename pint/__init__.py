@@ -17,6 +17,7 @@ The public names: :func:`parareal`, :func:`serial`, :func:`predicted_depth`, the
 """
 
 from . import problems
+from .mgrit import FCFRelaxation, FCycle, FRelaxation, VCycle, mgrit
 from .parareal import NonFiniteError, parareal, predicted_depth
 from .propagators import (
     RK4,
@@ -35,6 +36,9 @@ __all__ = [
     "RK4",
     "ButcherTableau",
     "Euler",
+    "FCFRelaxation",
+    "FCycle",
+    "FRelaxation",
     "Heun",
     "Midpoint",
     "NonFiniteError",
@@ -43,6 +47,8 @@ __all__ = [
     "Solution",
     "Stats",
     "Torchdiffeq",
+    "VCycle",
+    "mgrit",
     "parareal",
     "predicted_depth",
     "problems",
