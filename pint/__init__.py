@@ -11,8 +11,9 @@ call per step, converging to the serial fine solution in few iterations::
     sol.ys, sol.iterations, sol.stats.sequential_nfe
 
 The public names: :func:`parareal`, :func:`serial`, :func:`predicted_depth`, the propagators
-(:class:`Euler`, :class:`Midpoint`, :class:`Heun`, :class:`RK4`, :class:`RungeKutta`,
-:class:`Torchdiffeq` and the :class:`Propagator` protocol), :class:`Solution`,
+(:class:`Euler`, :class:`Midpoint`, :class:`Heun`, :class:`RK4`, :class:`RungeKutta`, the
+implicit :class:`BackwardEuler` and :class:`SDIRK2` (:class:`NewtonError` when their Newton
+solve fails), :class:`Torchdiffeq` and the :class:`Propagator` protocol), :class:`Solution`,
 :class:`Stats`, :class:`NonFiniteError`, and the test problems in :mod:`pint.problems`.
 """
 
@@ -21,10 +22,13 @@ from .mgrit import FCFRelaxation, FCycle, FRelaxation, VCycle, mgrit
 from .parareal import NonFiniteError, parareal, predicted_depth
 from .propagators import (
     RK4,
+    SDIRK2,
+    BackwardEuler,
     ButcherTableau,
     Euler,
     Heun,
     Midpoint,
+    NewtonError,
     Propagator,
     RungeKutta,
     Torchdiffeq,
@@ -34,6 +38,8 @@ from .solution import Solution, Stats
 
 __all__ = [
     "RK4",
+    "SDIRK2",
+    "BackwardEuler",
     "ButcherTableau",
     "Euler",
     "FCFRelaxation",
@@ -41,6 +47,7 @@ __all__ = [
     "FRelaxation",
     "Heun",
     "Midpoint",
+    "NewtonError",
     "NonFiniteError",
     "Propagator",
     "RungeKutta",
