@@ -573,9 +573,11 @@ class _MGRIT:
             def done(value: Tensor, j: int = j) -> None:
                 results[j] = value
 
+            points = points.cpu()
             self.engine.start(Task(propagation, done, label=f"level {level}",
                                    iteration=self.iteration,
-                                   points=points.cpu() * self.levels[level].stride))
+                                   points=points * self.levels[level].stride,
+                                   problems=torch.zeros_like(points)))
         self.engine.run()
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
