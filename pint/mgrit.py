@@ -50,7 +50,7 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-from .engine import Engine, Propagation, Request, Task, VectorField
+from .engine import Engine, Location, NonFiniteError, Propagation, Request, Task, VectorField
 from .propagators import Propagator
 from .solution import Solution, Stats
 
@@ -188,8 +188,8 @@ def mgrit(
         TypeError: ``y0``/``t`` not floating tensors; a propagator, relaxation or cycle of the
             wrong kind; ``norm`` not callable.
         ValueError: inconsistent shapes or options, e.g. a level with no interval left.
-        pint.engine.NonFiniteError: ``f`` returned a non-finite value (the message names the
-            level and the point).
+        pint.engine.NonFiniteError: ``f`` returned a non-finite value, or a state became
+            non-finite (the message names the level, the point of ``t`` and the iteration).
 
     Example:
         >>> import torch, pint
@@ -426,7 +426,18 @@ class _MGRIT:
         value = torch.as_tensor(value)
         number = float(value)
         if not math.isfinite(number):
-            raise ValueError(f"the MGRIT residual became non-finite in iteration {k}: {number}")
+            bad = ~torch.isfinite(residual.flatten(1)).all(1) | ~torch.isfinite(
+                fine.u.flatten(1)).all(1)
+            if bool(bad.any()):
+                point = int(bad.nonzero()[0])
+                where = Location("state", k, point, 0)
+                raise NonFiniteError(f"the MGRIT solution became non-finite: {where}", where)
+            point = int(residual.flatten(1).abs().amax(1).argmax())
+            where = Location("state", k, point, 0)
+            raise NonFiniteError(
+                f"the MGRIT residual is {number} in iteration {k} (largest at point {point}): "
+                f"the iteration diverges; use a stabler coarse propagator (e.g. an implicit "
+                f"one) or a smaller coarsening factor", where)
         if self.iterates is not None:
             self.iterates.append(fine.u.clone())
         if self.callback is not None:
