@@ -128,9 +128,15 @@ class BandedBackwardEuler:
 
 # ----------------------------------------------------------------------------- the runs
 def runs(quick: bool) -> list[dict[str, Any]]:
+    """V-cycles with two and three levels, F and FCF; the full run adds m = 2 and F-cycles,
+    among them PyMGRIT's example itself (five levels, F-cycles, FCF)."""
     factors = [4] if quick else [2, 4]
-    return [dict(levels=levels, coarsening=m, cf_iter=cf, cycle="V", tol=TOL, max_iter=100)
-            for m in factors for levels in (2, 3) for cf in (0, 1)]
+    out = [dict(levels=levels, coarsening=m, cf_iter=cf, cycle="V", tol=TOL, max_iter=100)
+           for m in factors for levels in (2, 3) for cf in (0, 1)]
+    if not quick:
+        out += [dict(levels=levels, coarsening=2, cf_iter=cf, cycle="F", tol=TOL, max_iter=100)
+                for levels, cf in ((3, 0), (5, 1))]
+    return out
 
 
 def run_peer(python: Path, configs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,7 +153,8 @@ def run_pint(heat: Heat, config: dict[str, Any], propagator: Any) -> dict[str, A
     start = time.perf_counter()
     sol = pint.mgrit(heat.f, heat.y0, heat.t, propagator=propagator,
                      coarsening=config["coarsening"], levels=config["levels"],
-                     relaxation=relaxation, cycle=pint.VCycle(), tol=config["tol"],
+                     relaxation=relaxation, tol=config["tol"],
+                     cycle=pint.VCycle() if config["cycle"] == "V" else pint.FCycle(),
                      max_iters=config["max_iter"], vectorized=True)
     wall = time.perf_counter() - start
     return dict(iterations=sol.iterations, residuals=sol.residuals, converged=sol.converged,
@@ -206,7 +213,8 @@ def main() -> None:
         row["iterations_within_one"] = abs(row["pint_iterations"] - row["pymgrit_iterations"]) <= 1
         row["solutions_equal_1e-10"] = row["max_difference_from_pymgrit"] <= 1e-10
         rows.append(row)
-        print(f"levels {row['levels']} m {row['coarsening']} {row['relaxation']}: iterations "
+        print(f"levels {row['levels']} m {row['coarsening']} {row['cycle']} {row['relaxation']}: "
+              f"iterations "
               f"PyMGRIT {row['pymgrit_iterations']} pint {row['pint_iterations']}, max |diff| "
               f"{row['max_difference_from_pymgrit']:.1e}, wall PyMGRIT "
               f"{row['pymgrit_wall_s']:.2f}s pint {row['pint_wall_s']:.2f}s banded "
@@ -224,7 +232,8 @@ def main() -> None:
 def report(payload: dict[str, Any]) -> str:
     rows = payload["rows"]
     summary = markdown_table(rows, [
-        ("levels", "levels", ""), ("m", "coarsening", ""), ("relaxation", "relaxation", ""),
+        ("levels", "levels", ""), ("m", "coarsening", ""), ("cycle", "cycle", ""),
+        ("relaxation", "relaxation", ""),
         ("PyMGRIT iterations", "pymgrit_iterations", ""),
         ("pint iterations", "pint_iterations", ""),
         ("max abs diff of the solutions", "max_difference_from_pymgrit", ".1e"),
@@ -237,7 +246,7 @@ def report(payload: dict[str, Any]) -> str:
     ])
     histories = []
     for r in rows:
-        histories.append(f"\n**{r['levels']} levels, m = {r['coarsening']}, "
+        histories.append(f"\n**{r['levels']} levels, m = {r['coarsening']}, {r['cycle']}-cycle, "
                          f"{r['relaxation']}-relaxation**\n")
         lines = [dict(k=k + 1, theirs=a, ours=b) for k, (a, b) in enumerate(
             zip(r["pymgrit_residuals"], r["pint_residuals"], strict=False))]
@@ -250,8 +259,8 @@ def report(payload: dict[str, Any]) -> str:
 `python benchmarks/pymgrit_heat.py` (PyMGRIT in its own venv, numpy {payload['pymgrit_numpy']}).
 Problem: PyMGRIT's `example_heat_1d.py`, `nx = {p['nx']}` ({p['nx'] - 2} unknowns), `a = {p['a']}`,
 `t in [0, {p['t_stop']}]` with `nt = {p['nt']}` time points, backward Euler on every level,
-V-cycles, nested iteration, tolerance {payload['tol']:g} on the residual's 2-norm (PyMGRIT's
-defaults). pint: `pint.mgrit(..., propagator=pint.BackwardEuler(1, jacobian=-L, linear=True))`;
+nested iteration, tolerance {payload['tol']:g} on the residual's 2-norm (PyMGRIT's defaults).
+pint: `pint.mgrit(..., propagator=pint.BackwardEuler(1, jacobian=-L, linear=True))`;
 "banded" is the same iteration with a user propagator that solves the tridiagonal system with
 SciPy's banded solver, as PyMGRIT's sparse `spsolve` does. The depth is pint's
 `sequential_nfe` (evaluation rounds; serial backward Euler needs
@@ -275,19 +284,25 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.4), squeeze=False,
-                             sharey=True)
-    for ax, r in zip(axes[0], rows, strict=True):
+    cols = min(len(rows), 5)
+    lines = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(3.2 * cols, 3.0 * lines + 0.5),
+                             squeeze=False, sharey=True)
+    for ax in axes.flat[len(rows):]:
+        ax.set_visible(False)
+    for ax, r in zip(axes.flat, rows, strict=False):
         ks = range(1, len(r["pymgrit_residuals"]) + 1)
         ax.semilogy(ks, r["pymgrit_residuals"], "o-", label="PyMGRIT", markersize=7,
                     fillstyle="none")
         ax.semilogy(range(1, len(r["pint_residuals"]) + 1), r["pint_residuals"], "x--",
                     label="pint.mgrit")
         ax.axhline(r["tol"], color="grey", linestyle=":", linewidth=0.8, label="tol")
-        ax.set_title(f"{r['levels']} levels, m={r['coarsening']}, {r['relaxation']}", fontsize=9)
+        ax.set_title(f"{r['levels']} levels, m={r['coarsening']}, {r['cycle']}, {r['relaxation']}",
+                     fontsize=8)
         ax.set_xlabel("iteration")
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("residual 2-norm")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("residual 2-norm")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("PyMGRIT's 1-D heat example: residual per MGRIT iteration")
     fig.tight_layout()
