@@ -38,7 +38,6 @@ import math
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from common import (
     machine_info,
     machine_line,
     markdown_table,
+    median_time,
     setup,
     write_results,
 )
@@ -139,24 +139,27 @@ def runs(quick: bool) -> list[dict[str, Any]]:
     return out
 
 
-def run_peer(python: Path, configs: list[dict[str, Any]]) -> dict[str, Any]:
+def run_peer(python: Path, configs: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config, out = Path(tmp) / "config.json", Path(tmp) / "out.json"
-        config.write_text(json.dumps(dict(PROBLEM, runs=configs)))
+        config.write_text(json.dumps(dict(PROBLEM, runs=configs, repeats=repeats)))
         subprocess.run([str(python), str(PEER), str(config), str(out)], check=True)
         return json.loads(out.read_text())
 
 
-def run_pint(heat: Heat, config: dict[str, Any], propagator: Any) -> dict[str, Any]:
+def run_pint(heat: Heat, config: dict[str, Any], propagator: Any, repeats: int
+             ) -> dict[str, Any]:
     relaxation = pint.FRelaxation() if config["cf_iter"] == 0 else pint.FCFRelaxation(
         config["cf_iter"])
-    start = time.perf_counter()
-    sol = pint.mgrit(heat.f, heat.y0, heat.t, propagator=propagator,
-                     coarsening=config["coarsening"], levels=config["levels"],
-                     relaxation=relaxation, tol=config["tol"],
-                     cycle=pint.VCycle() if config["cycle"] == "V" else pint.FCycle(),
-                     max_iters=config["max_iter"], vectorized=True)
-    wall = time.perf_counter() - start
+
+    def run() -> pint.Solution:
+        return pint.mgrit(heat.f, heat.y0, heat.t, propagator=propagator,
+                          coarsening=config["coarsening"], levels=config["levels"],
+                          relaxation=relaxation, tol=config["tol"],
+                          cycle=pint.VCycle() if config["cycle"] == "V" else pint.FCycle(),
+                          max_iters=config["max_iter"], vectorized=True)
+
+    wall, sol = median_time(run, repeats)
     return dict(iterations=sol.iterations, residuals=sol.residuals, converged=sol.converged,
                 wall_s=wall, nfe=sol.stats.nfe, sequential_nfe=sol.stats.sequential_nfe,
                 ys=sol.ys)
@@ -166,6 +169,9 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON,
                         help="the interpreter of PyMGRIT's venv")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs of each solver per configuration (the median is "
+                             "reported); default 1 with --quick, else 3")
     args = parser.parse_args()
     if not args.peer_python.exists():
         print(f"{NAME}: skipped: PyMGRIT's venv is missing ({args.peer_python}). Create it with\n"
@@ -175,7 +181,8 @@ def main() -> None:
     setup(args.threads)
     info = machine_info()
     configs = runs(args.quick)
-    peer = run_peer(args.peer_python, configs)
+    repeats = args.repeats or (1 if args.quick else 3)
+    peer = run_peer(args.peer_python, configs, repeats)
     heat = Heat(**PROBLEM)
     serial = pint.serial(heat.f, heat.y0, heat.t, vectorized=True,
                          method=pint.BackwardEuler(1, jacobian=-heat.matrix, linear=True))
@@ -186,7 +193,8 @@ def main() -> None:
             "pint.BackwardEuler": pint.BackwardEuler(1, jacobian=-heat.matrix, linear=True),
             "banded": BandedBackwardEuler(2 * heat.fac, -heat.fac, len(heat.x)),
         }
-        ours = {name: run_pint(heat, config, prop) for name, prop in propagators.items()}
+        ours = {name: run_pint(heat, config, prop, repeats)
+                for name, prop in propagators.items()}
         main_run = ours["pint.BackwardEuler"]
         row = dict(
             config,
@@ -219,7 +227,8 @@ def main() -> None:
               f"{row['max_difference_from_pymgrit']:.1e}, wall PyMGRIT "
               f"{row['pymgrit_wall_s']:.2f}s pint {row['pint_wall_s']:.2f}s banded "
               f"{row['banded_wall_s']:.2f}s", flush=True)
-    payload = dict(machine=info, problem=PROBLEM, tol=TOL, pymgrit=peer["pymgrit_version"],
+    payload = dict(machine=info, problem=PROBLEM, tol=TOL, repeats=repeats,
+                   pymgrit=peer["pymgrit_version"],
                    pymgrit_numpy=peer["numpy"], serial_sequential_nfe=serial.stats.sequential_nfe,
                    rows=rows)
     write_results(NAME, payload, report(payload))
@@ -266,8 +275,9 @@ SciPy's banded solver, as PyMGRIT's sparse `spsolve` does. The depth is pint's
 `sequential_nfe` (evaluation rounds; serial backward Euler needs
 {payload['serial_sequential_nfe']}).
 
-{machine_line(payload['machine'])} PyMGRIT's wall clock is setup (with the nested iteration)
-plus solve, in one process; pint's is the whole `pint.mgrit` call. The dense LU solves
+{machine_line(payload['machine'])} Wall clock: the median of {payload['repeats']} run(s) of
+each solver, measured in the same script run; PyMGRIT's is its setup (with the nested
+iteration, in one process) plus its solve, pint's the whole `pint.mgrit` call. The dense LU solves
 (999 x 999) dominate pint's time with `pint.BackwardEuler`; the banded column isolates the
 iteration itself.
 
