@@ -387,9 +387,11 @@ class _MGRIT:
             m = factors[level] if level < len(factors) else None
             u = y0.new_zeros((len(grid), *y0.shape))
             u[0] = y0
-            extra = None if level == 0 else torch.zeros_like(u)
-            self.levels.append(_Level(grid, stride, prop, u, extra, None if extra is None
-                                      else extra.clone(), m))
+            coarse = level > 0  # the fine level has g = 0 and no restricted states
+            self.levels.append(_Level(
+                t=grid, stride=stride, propagator=prop, u=u, m=m,
+                g=torch.zeros_like(u) if coarse else None,
+                v=torch.zeros_like(u) if coarse else None))
             if m is not None:
                 grid, stride = grid[::m], stride * m
         self.residuals: list[float] = []

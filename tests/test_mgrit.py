@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from devices import DEVICES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,10 +36,12 @@ def heat(points=31, intervals=64, t1=0.5):
     return f, y0, t, pint.BackwardEuler(1, jacobian=lap, linear=True)
 
 
-def test_two_level_f_relaxation_is_parareal():
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_level_f_relaxation_is_parareal(device):
     """Two levels with F-relaxation: the C-points are Parareal's iterates with G = one coarse
     step and F = m fine steps (Falgout et al. 2014), iteration by iteration."""
     p, y0, t = lotka(33)
+    y0, t = y0.to(device), t.to(device)
     m = 4
     par = pint.parareal(p.f, y0, t[::m], coarse=pint.RK4(1), fine=pint.RK4(m), tol=0.0,
                         max_iters=6, store_iterates=True, vectorized=True)
@@ -51,6 +54,24 @@ def test_two_level_f_relaxation_is_parareal():
     # ... and the iterates are not yet the serial solution (the check is not vacuous).
     serial = pint.serial(p.f, y0, t, method=pint.RK4(1), vectorized=True).ys
     assert (mg.iterates[2] - serial).abs().max() > 1e-6
+    assert mg.ys.device == y0.device
+
+
+def test_nonlinear_stiff_problem_with_newton_steps():
+    """FAS on a nonlinear stiff problem, with backward Euler solved by Newton (finite-difference
+    Jacobians): MGRIT converges to the serial backward Euler solution."""
+
+    def f(t, y):
+        return -50.0 * (y - torch.cos(t)) - y**3
+
+    y0 = torch.tensor([1.0, -0.5], dtype=F64)
+    t = torch.linspace(0.0, 3.0, 49, dtype=F64)
+    be = pint.BackwardEuler(1)
+    serial = pint.serial(f, y0, t, method=be).ys
+    for levels in (2, 3):
+        sol = pint.mgrit(f, y0, t, propagator=be, coarsening=4, levels=levels, tol=1e-10)
+        assert sol.converged and sol.iterations <= 6
+        torch.testing.assert_close(sol.ys, serial, rtol=0, atol=1e-9)
 
 
 def test_two_level_f_relaxation_is_parareal_with_implicit_steps():
