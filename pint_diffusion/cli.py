@@ -27,7 +27,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
         errors.append(f"argument --steps: {args.steps} exceeds the model's {limit} training "
                       "timesteps")
     if args.blocks is not None and args.blocks > args.steps:
-        what = "window" if args.sampler == "picard" else "blocks"
+        what = "blocks" if args.sampler == "srds" else "window"
         errors.append(f"argument --blocks: the {what} ({args.blocks}) cannot exceed --steps "
                       f"({args.steps})")
     if not errors:  # last: it may create the output folder
@@ -197,19 +197,18 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"figures in {args.out}/: samples_*.png, refinement_*.png, residuals_*.png")
 
 
-def _sampler(args: argparse.Namespace) -> Callable[..., Any]:
-    """The sampler ``--sampler`` names, with its options bound."""
-    from functools import partial
+def _sampler(args: argparse.Namespace) -> Any:
+    """The sampler object ``--sampler`` names, with its options (``--blocks`` is SRDS's block
+    count, or the window of Picard and quasi-Newton)."""
+    from . import SRDS, Picard, QuasiNewton, Serial
 
-    from . import Heun, sample_picard, sample_serial, sample_srds
-
-    solver = Heun() if args.solver == "heun" else None
     if args.sampler == "serial":
-        return partial(sample_serial, solver=solver)
+        return Serial()
     if args.sampler == "picard":
-        return partial(sample_picard, solver=solver, tol=args.tol,
-                       window=args.blocks)  # --blocks doubles as Picard's window
-    return partial(sample_srds, solver=solver, tol=args.tol, blocks=args.blocks)
+        return Picard(window=args.blocks, tol=args.tol)
+    if args.sampler == "srds":
+        return SRDS(blocks=args.blocks, tol=args.tol)
+    return QuasiNewton(window=args.blocks, tol=args.tol)
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -235,8 +234,11 @@ def _sample_bundled(args: argparse.Namespace) -> None:
     x = denoiser.to_ve(noise, sigmas[0])
     extra = {"class_labels": labels, "uncond_class_labels": torch.full_like(labels,
                                                                              model.null_class)}
-    samples, info = _sampler(args)(denoiser, x, sigmas, extra_args=extra, disable=args.quiet,
-                                   return_info=True)
+    from . import Heun
+
+    samples, info = _sampler(args).sample(denoiser, x, sigmas, extra, disable=args.quiet,
+                                          solver=Heun() if args.solver == "heun" else None,
+                                          return_info=True)
     images = denoiser.from_ve(samples, sigmas[-1])
     with atomic_path(args.out) as tmp:  # the grid goes to a temporary file, then is renamed
         save_grid(images, tmp, columns=min(args.num, 8))
@@ -358,12 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
                              f"bundled model, {DEFAULT_NUM['pipeline']} for --model PATH); "
                              "several are written as one grid")
     sample.add_argument("--steps", type=positive_int, default=100, help="DDIM steps")
-    sample.add_argument("--sampler", choices=["serial", "srds", "picard"], default="srds")
+    sample.add_argument("--sampler", choices=["quasi-newton", "srds", "picard", "serial"],
+                        default="quasi-newton",
+                        help="quasi-newton (default: the fewest sequential model calls), srds, "
+                             "picard (ParaDiGMS) or serial")
     sample.add_argument("--solver", choices=["euler", "heun"], default="euler",
                         help="step rule (euler = DDIM)")
     sample.add_argument("--blocks", type=positive_int, default=None,
-                        help="SRDS blocks (Picard: window), at most --steps; default "
-                             "2 sqrt(steps) (Picard: all)")
+                        help="SRDS blocks (quasi-newton, picard: window), at most --steps; "
+                             "default 2 sqrt(steps) (window: all)")
     sample.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
                         help="tolerance (a finite number >= 0)")
     sample.add_argument("--seed", type=_seed, default=0, help="seed of the initial noise")
