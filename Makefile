@@ -34,7 +34,8 @@ $(VENV)/.installed-docs: $(STAMP)
 docs: $(VENV)/.installed-docs
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
-# Quick mode of every benchmark (under 10 minutes on 2 CPU cores); rewrites benchmarks/results/.
+# Quick mode of every benchmark (about an hour on 2 CPU cores, most of it the N = 1000 runs of
+# benchmarks/quasi_newton.py); rewrites benchmarks/results/.
 # torchdyn (peer of the ODE benchmark) declares dependencies that pull a CUDA torch: --no-deps.
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps "torchdyn==1.0.6" "torchcde==0.2.5" attrs \
@@ -42,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/parareal_ode.py --quick
 	$(BIN)/python benchmarks/torchdyn_ode.py --quick
 	$(BIN)/python benchmarks/diffusion.py --quick
+	$(BIN)/python benchmarks/quasi_newton.py --quick
 	$(BIN)/python benchmarks/sd.py --quick
 	$(BIN)/python benchmarks/srds_default_tol.py
 	$(BIN)/python benchmarks/srds_limits.py --quick

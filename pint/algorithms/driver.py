@@ -229,7 +229,7 @@ class Iterations:
         else:
             values = torch.stack([torch.as_tensor(self.norm(change[:, i]))
                                   for i in range(change.shape[1])])
-        values = values.to("cpu", torch.float64)
+        values = values.detach().to("cpu", torch.float64)
         if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
             raise ValueError(f"the residual norm must return finite values >= 0, got "
                              f"{values.tolist()}")
