@@ -33,14 +33,17 @@ def test_sample_refuses_bad_class(tmp_path):
 
 def test_demo_writes_table_and_figures(tmp_path, capsys):
     torch.manual_seed(0)
-    assert main(["demo", "--steps", "6", "--seeds", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--steps", "6", "--seeds", "1", "--repeats", "1", "--sweep",
+                 "--out", str(tmp_path), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "| SRDS | 6 |" in printed and "| serial | 6 |" in printed
-    for name in ("samples_serial_6.png", "samples_srds_6.png", "refinement_6.png",
-                 "residuals_6.png"):
+    for name in ("samples_serial_6.png", "samples_srds_6.png", "samples_picard_6.png",
+                 "refinement_6.png", "residuals_6.png"):
         Image.open(tmp_path / name).verify()
+    assert not (tmp_path / "latency_vs_batch.png").exists()  # --sweep with no sizes: no figure
 
 
 def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
-    assert args.steps == [25, 100, 1000] and args.seeds == 3
+    assert args.steps == [25, 100, 1000] and args.seeds == 3 and args.repeats == 3
+    assert dict(args.sweep) == {100: [1, 2, 4, 8, 16, 30], 1000: [1, 2, 4, 30]}
