@@ -41,8 +41,8 @@ from torch import Tensor
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["DemoResult", "DemoRow", "Point", "Sampler", "format_tables", "machine_name",
-           "run_demo", "samplers", "save_grid", "summary"]
+__all__ = ["DEFAULT_SWEEP", "DemoResult", "DemoRow", "Point", "Sampler", "format_tables",
+           "machine_name", "run_demo", "samplers", "save_grid", "summary"]
 
 LATENCY = "latency"
 THROUGHPUT = "throughput"
