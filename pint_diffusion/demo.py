@@ -123,8 +123,9 @@ def machine_name() -> str:
                 break
     except OSError:
         pass
+    threads = torch.get_num_threads()
     return (f"{cpu} ({platform.machine()}, {os.cpu_count()} cores), "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU")
+            f"{threads} torch thread{'s' if threads > 1 else ''}, torch {torch.__version__}, CPU")
 
 
 # ----------------------------------------------------------------------------- measuring
