@@ -41,8 +41,19 @@ from torch import Tensor
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["DEFAULT_SWEEP", "DemoResult", "DemoRow", "Point", "Sampler", "format_tables",
-           "machine_name", "run_demo", "samplers", "save_grid", "summary"]
+__all__ = [
+    "DEFAULT_SWEEP",
+    "DemoResult",
+    "DemoRow",
+    "DemoSampler",
+    "Point",
+    "format_tables",
+    "machine_name",
+    "run_demo",
+    "samplers",
+    "save_grid",
+    "summary",
+]
 
 LATENCY = "latency"
 THROUGHPUT = "throughput"
@@ -56,14 +67,14 @@ every point costs seconds); sizes above the demo's batch are capped at it."""
 
 # ----------------------------------------------------------------------------- samplers
 def default_window(n_steps: int) -> int:
-    """Picard's window in the demo: ``round(2 sqrt N)`` steps, SRDS's default block count,
-    so that both iterate on the same number of points per sample (a full window of 1000
-    steps would cost 1000 model rows per sample per iteration)."""
+    """The Picard-type samplers' window in the demo: ``round(2 sqrt N)`` steps, SRDS's default
+    block count, so that they all iterate on the same number of points per sample (a full
+    window of 1000 steps would cost 1000 model rows per sample per iteration)."""
     return min(n_steps, max(1, round(2 * math.sqrt(n_steps))))
 
 
 @dataclass(frozen=True)
-class Sampler:
+class DemoSampler:
     """One sampler the demo compares: a public sampling function with its options.
 
     Attributes:
@@ -90,25 +101,26 @@ class Sampler:
         return self.name.lower().replace(" ", "-")
 
 
-def samplers(tol: float) -> list[Sampler]:
-    """The demo's samplers, serial first: serial DDIM, SRDS at its defaults, Picard with a
-    window of :func:`default_window` steps and, where ``pint_diffusion`` has it,
-    ``sample_quasi_newton``; the parallel ones with tolerance ``tol``."""
+def samplers(tol: float) -> list[DemoSampler]:
+    """The demo's samplers, serial first: serial DDIM, SRDS at its defaults, Picard and, where
+    ``pint_diffusion`` has it, ``sample_quasi_newton``, both with a window of
+    :func:`default_window` steps; the parallel ones with tolerance ``tol``."""
     import pint_diffusion
 
     table = [
-        Sampler(REFERENCE, pint_diffusion.sample_serial, lambda n: {}, "serial DDIM"),
-        Sampler("SRDS", pint_diffusion.sample_srds,
+        DemoSampler(REFERENCE, pint_diffusion.sample_serial, lambda n: {}, "serial DDIM"),
+        DemoSampler("SRDS", pint_diffusion.sample_srds,
                 lambda n: {"tol": tol, "store_iterates": True},
                 f"pipelined SRDS, round(2 sqrt N) blocks, tol {tol:g}"),
-        Sampler("Picard", pint_diffusion.sample_picard,
+        DemoSampler("Picard", pint_diffusion.sample_picard,
                 lambda n: {"tol": tol, "window": default_window(n)},
                 f"sliding-window Picard, window round(2 sqrt N), tol {tol:g}"),
     ]
     quasi_newton = getattr(pint_diffusion, "sample_quasi_newton", None)
     if quasi_newton is not None:
-        table.append(Sampler("quasi-Newton", quasi_newton, lambda n: {"tol": tol},
-                             f"quasi-Newton, tol {tol:g}"))
+        table.append(DemoSampler("quasi-Newton", quasi_newton,
+                                 lambda n: {"tol": tol, "window": default_window(n)},
+                                 f"quasi-Newton Picard, window round(2 sqrt N), tol {tol:g}"))
     return table
 
 
@@ -184,7 +196,7 @@ class Run:
     info: Any
 
 
-def measure(table: Sequence[Sampler], work: Workload, steps: int, batch: int, repeats: int = 1,
+def measure(table: Sequence[DemoSampler], work: Workload, steps: int, batch: int, repeats: int = 1,
             disable: bool = True) -> dict[str, Run]:
     """Every sampler on the first ``batch`` samples, ``repeats`` rounds with the samplers
     interleaved; the wall clock is the median per sampler."""
@@ -292,7 +304,7 @@ def table_rows(regime: str, runs: Mapping[str, Run], steps: int, batch: int,
     return rows
 
 
-def sweep_points(table: Sequence[Sampler], work: Workload, sweep: Mapping[int, Iterable[int]],
+def sweep_points(table: Sequence[DemoSampler], work: Workload, sweep: Mapping[int, Iterable[int]],
                  known: Iterable[DemoRow], log: Callable[[str], None]) -> list[Point]:
     """Seconds per sample at each ``(steps, batch)`` of ``sweep`` (batch sizes capped at the
     full batch); the tables' rows supply the points they already measured, the others are
@@ -328,8 +340,8 @@ def run_demo(out: Path, steps: Sequence[int], seeds: int = 3, tol: float | None 
     Returns:
         The rows, the sweep's points and the machine's name.
     """
+    from . import DEFAULT_TOL
     from .metrics import DigitsMetric
-    from .srds import DEFAULT_TOL
 
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")

@@ -80,6 +80,22 @@ def test_samplers_table_starts_with_serial():
     assert names[:3] == ["serial", "SRDS", "Picard"]
 
 
+def test_quasi_newton_joins_when_the_package_has_it(monkeypatch):
+    import pint_diffusion
+
+    calls = []
+
+    def fake(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        calls.append(options)
+        return x, None
+
+    monkeypatch.setattr(pint_diffusion, "sample_quasi_newton", fake, raising=False)
+    table = samplers(1e-3)
+    assert [s.name for s in table][-1] == "quasi-Newton"
+    table[-1](lambda x, sigma: x, torch.zeros(1, 2), torch.linspace(1, 0, 101), {})
+    assert calls == [{"tol": 1e-3, "window": 20, "return_info": True}]
+
+
 @pytest.mark.slow
 def test_demo_prints_both_tables_summary_and_writes_the_figure(tmp_path, capsys):
     torch.manual_seed(0)
