@@ -1,7 +1,8 @@
 """The ``pint-diffusion`` command: ``demo`` and ``sample``.
 
-``pint-diffusion demo`` runs the main job on the bundled digits model (serial DDIM
-against pipelined SRDS, with the table and figures); ``pint-diffusion sample`` draws
+``pint-diffusion demo`` runs the main job on the bundled digits model (serial DDIM against
+the parallel samplers, for one sample's latency and for a batch's throughput, with the tables
+and figures); ``pint-diffusion sample`` draws
 samples from the bundled model (by class) or from a local diffusers Stable Diffusion
 folder (by prompt, loaded with ``local_files_only=True``), serially, with SRDS or with
 Picard iterations. Every subcommand has ``--help``.
@@ -185,16 +186,32 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import format_table, run_demo
+    from .demo import format_tables, run_demo, summary
 
-    rows = run_demo(args.out, args.steps, seeds=args.seeds, tol=args.tol, disable=args.quiet)
-    print(format_table(rows))
+    result = run_demo(args.out, args.steps, seeds=args.seeds, tol=args.tol, disable=args.quiet,
+                      repeats=args.repeats, sweep=dict(args.sweep))
+    print(format_tables(result))
     from .metrics import DigitsMetric
 
     reference = DigitsMetric().reference_frechet_distance(num_samples=10 * args.seeds)
     print(f"\nFD of real held-out digits against real training digits at the same sample "
           f"count: {reference:.2f} (the metric's own noise floor)")
-    print(f"figures in {args.out}/: samples_*.png, refinement_*.png, residuals_*.png")
+    print(f"\n{summary(result)}")
+    print(f"\nfigures in {args.out}/: samples_*.png, refinement_*.png, residuals_*.png"
+          + (", latency_vs_batch.png" if result.points else ""))
+
+
+def _sweep_entry(text: str) -> tuple[int, list[int]]:
+    """``"100:1,2,4"`` -> ``(100, [1, 2, 4])``."""
+    try:
+        steps, batches = text.split(":")
+        entry = int(steps), [int(b) for b in batches.split(",")]
+    except ValueError:
+        entry = (0, [])
+    if entry[0] < 1 or not entry[1] or min(entry[1]) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--sweep entries must be STEPS:B1,B2,... with positive integers, got {text!r}")
+    return entry
 
 
 def _sampler(args: argparse.Namespace) -> Any:
@@ -325,6 +342,7 @@ def _sample_pipeline(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pint-diffusion``."""
+    from .demo import DEFAULT_SWEEP
     from .samplers import DEFAULT_TOL
 
     parser = argparse.ArgumentParser(
@@ -333,17 +351,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
-        "demo", help="serial DDIM vs pipelined SRDS on the bundled digits model",
-        description="Sample every digit class with several seeds, serially and with SRDS, "
-                    "print a table and write figures.")
+        "demo", help="serial vs parallel samplers on the bundled digits model: latency and "
+                     "throughput",
+        description="Sample with serial DDIM and the parallel samplers on the bundled digits "
+                    "model, one sample per call (latency) and every class with several seeds "
+                    "at once (throughput); print both tables and where each regime wins, and "
+                    "write sample grids, SRDS's refinement and residual figures and "
+                    "latency_vs_batch.png.")
     demo.add_argument("--out", type=Path, default=Path("demo-output"),
                       help="output folder (created if missing)")
     demo.add_argument("--steps", type=positive_int, nargs="+", default=[25, 100, 1000],
                       help="numbers of DDIM steps (default: 25 100 1000)")
-    demo.add_argument("--seeds", type=positive_int, default=3, help="samples per class")
+    demo.add_argument("--seeds", type=positive_int, default=3,
+                      help="samples per class in the throughput batch")
     demo.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
-                      help="SRDS tolerance (a finite number >= 0)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+                      help="the parallel samplers' tolerance (a finite number >= 0)")
+    demo.add_argument("--repeats", type=positive_int, default=3,
+                      help="calls per sampler for the one-sample latency (median; default 3)")
+    demo.add_argument("--sweep", type=_sweep_entry, nargs="*",
+                      default=[(n, list(b)) for n, b in DEFAULT_SWEEP.items()],
+                      metavar="STEPS:B1,B2,...",
+                      help="batch sizes of latency_vs_batch.png per number of steps (default: "
+                           + " ".join(f"{n}:{','.join(map(str, b))}"
+                                      for n, b in DEFAULT_SWEEP.items())
+                           + "; sizes above the batch are capped at it; none: no figure)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars or lines")
     demo.set_defaults(run=_demo, check=_check_demo, command_parser=demo)
 
     sample = commands.add_parser(
