@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder (created if missing)")
     demo.add_argument("--steps", type=positive_int, nargs="+", default=[25, 100, 1000],
                       help="numbers of DDIM steps (default: 25 100 1000)")
-    demo.add_argument("--seeds", type=positive_int, default=3,
+    demo.add_argument("--seeds", type=positive_int, default=2,
                       help="samples per class in the throughput batch")
     demo.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
                       help="the parallel samplers' tolerance (a finite number >= 0)")

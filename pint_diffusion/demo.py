@@ -60,7 +60,7 @@ THROUGHPUT = "throughput"
 REFERENCE = "serial"
 """The sampler every other one is compared with (its rows' ``max_diff`` is 0)."""
 
-DEFAULT_SWEEP: dict[int, tuple[int, ...]] = {100: (1, 2, 4, 8, 16, 30), 1000: (1, 2, 4, 30)}
+DEFAULT_SWEEP: dict[int, tuple[int, ...]] = {100: (1, 2, 4, 8, 20), 1000: (1, 2, 4, 20)}
 """Batch sizes of ``latency_vs_batch.png`` per number of steps (fewer at 1000 steps, where
 every point costs seconds); sizes above the demo's batch are capped at it."""
 
@@ -319,7 +319,7 @@ def sweep_points(table: Sequence[DemoSampler], work: Workload, sweep: Mapping[in
     return points
 
 
-def run_demo(out: Path, steps: Sequence[int], seeds: int = 3, tol: float | None = None,
+def run_demo(out: Path, steps: Sequence[int], seeds: int = 2, tol: float | None = None,
              disable: bool = False, repeats: int = 3,
              sweep: Mapping[int, Sequence[int]] | None = None) -> DemoResult:
     """Run the demo and write its figures into ``out``.

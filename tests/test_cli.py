@@ -53,8 +53,8 @@ def test_demo_writes_table_and_figures(tmp_path, capsys):
 
 def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
-    assert args.steps == [25, 100, 1000] and args.seeds == 3 and args.repeats == 3
-    assert dict(args.sweep) == {100: [1, 2, 4, 8, 16, 30], 1000: [1, 2, 4, 30]}
+    assert args.steps == [25, 100, 1000] and args.seeds == 2 and args.repeats == 3
+    assert dict(args.sweep) == {100: [1, 2, 4, 8, 20], 1000: [1, 2, 4, 20]}
 
 
 # ----------------------------------------------------------------------------------------
