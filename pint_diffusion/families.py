@@ -8,34 +8,29 @@ conditioning dict into the model output that the scheduler's ``step`` expects:
 - :class:`SD3Call`: the SD3 ``SD3Transformer2DModel`` (timestep in ``[0, 1000]``, pooled
   projections);
 - :class:`FluxCall`: the ``FluxTransformer2DModel`` (timestep divided by 1000, the distilled
-  ``guidance`` input, ``img_ids``/``txt_ids``, packed latents).
+  ``guidance`` input per row, shared ``img_ids``/``txt_ids``, packed latents).
 
 :class:`Guided` adds classifier-free guidance over any family call and picks each row's
 conditioning by its sample index (the rows of a parallel sampler come from many samples and
 grid points at once), giving the ``model(latents_in, timesteps, index)`` that
 :class:`pint_diffusion.schedulers.SchedulerTrajectory` integrates. A new family is one small
-class with a ``__call__(x, timesteps, cond)``::
+set of class attributes on :class:`FamilyCall`::
 
-    class MyCall:
-        def __init__(self, net):
-            self.net = net
-        def __call__(self, x, timesteps, cond):
-            return self.net(x, timesteps / 1000, **cond, return_dict=False)[0]
+    class MyCall(FamilyCall):
+        sample_key = "hidden_states"      # how the network names its latents input
+        timestep_divisor = 1000           # it sees timesteps / 1000
+        shared_keys = ("img_ids",)        # inputs shared by every row
+        batched_guidance = False          # guidance as two calls, conditional first
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ["FamilyCall", "FluxCall", "Guided", "SD3Call", "UNetCall", "cat_tree", "take"]
-
-FamilyCall = Callable[[Tensor, Tensor, dict[str, Any]], Tensor]
-"""``call(x, timesteps, cond) -> model output`` for rows ``x``, their timesteps ``(R,)`` and
-their conditioning (every per-sample leaf has ``R`` rows)."""
 
 
 def take(tree: Any, index: Tensor, batch: int) -> Any:
@@ -71,78 +66,97 @@ def _out(result: Any) -> Tensor:
     return result[0] if isinstance(result, tuple | list) else result
 
 
-class UNetCall:
-    """Stable Diffusion and SDXL: ``unet(x, t, **cond, cross_attention_kwargs=...)``.
+class FamilyCall:
+    """How one family calls its network: ``model(**{sample_key: x, "timestep": t'}, **shared,
+    **cond, return_dict=False)[0]`` with ``t' = timesteps / timestep_divisor``.
 
-    ``cond`` holds ``encoder_hidden_states`` and, for SDXL, ``added_cond_kwargs`` (and any
-    other per-sample UNet input, e.g. ``timestep_cond``).
-    """
-
-    def __init__(self, unet: nn.Module, cross_attention_kwargs: dict[str, Any] | None = None):
-        self.unet = unet
-        self.cross_attention_kwargs = cross_attention_kwargs
-
-    def __call__(self, x: Tensor, timesteps: Tensor, cond: dict[str, Any]) -> Tensor:
-        """The UNet's output (epsilon, v or x0, as the scheduler's config says)."""
-        return _out(self.unet(x, timesteps, **cond,
-                              cross_attention_kwargs=self.cross_attention_kwargs,
-                              return_dict=False))
-
-
-class SD3Call:
-    """Stable Diffusion 3: the transformer sees the scheduler's timestep (sigma * 1000).
-
-    ``cond`` holds ``encoder_hidden_states`` and ``pooled_projections``.
-    """
-
-    def __init__(self, transformer: nn.Module,
-                 joint_attention_kwargs: dict[str, Any] | None = None):
-        self.transformer = transformer
-        self.joint_attention_kwargs = joint_attention_kwargs
-
-    def __call__(self, x: Tensor, timesteps: Tensor, cond: dict[str, Any]) -> Tensor:
-        """The flow velocity."""
-        return _out(self.transformer(hidden_states=x, timestep=timesteps, **cond,
-                                     joint_attention_kwargs=self.joint_attention_kwargs,
-                                     return_dict=False))
-
-
-class FluxCall:
-    """Flux: the transformer sees ``timestep / 1000`` and, for guidance-distilled models
-    (``config.guidance_embeds``), the guidance scale as an input.
-
-    ``cond`` holds ``encoder_hidden_states`` and ``pooled_projections``; ``img_ids`` and
-    ``txt_ids`` (shared by all rows) are given here.
+    Subclasses set the class attributes; that is a whole family. Build one directly
+    (``UNetCall(unet, cross_attention_kwargs=...)``) or from a call a pipeline made
+    (:meth:`from_call`).
 
     Args:
-        transformer: a ``FluxTransformer2DModel``.
-        img_ids: the packed latents' position ids.
-        txt_ids: the text tokens' position ids.
-        guidance: the distilled guidance scale (used when the model embeds guidance).
-        joint_attention_kwargs: passed unchanged.
+        model: the network (UNet or transformer).
+        timestep_dtype: cast the timesteps to this dtype before dividing (as the pipeline does);
+            ``None`` keeps them.
+        **shared: the keyword arguments of :attr:`shared_keys` (the same for every row).
+
+    Class attributes:
+        sample_key: the keyword of the latents (``"sample"``, ``"hidden_states"``).
+        timestep_divisor: the model sees ``timesteps / timestep_divisor``.
+        shared_keys: keyword arguments that are not per sample (attention options, position
+            ids); every other input is per-sample conditioning.
+        batched_guidance: the pipeline batches unconditional and conditional rows in one call
+            (unconditional first); ``False``: two calls, conditional first.
     """
 
-    def __init__(self, transformer: nn.Module, img_ids: Tensor, txt_ids: Tensor,
-                 guidance: float | None = None,
-                 joint_attention_kwargs: dict[str, Any] | None = None):
-        self.transformer = transformer
-        self.img_ids = img_ids
-        self.txt_ids = txt_ids
-        embeds = getattr(getattr(transformer, "config", None), "guidance_embeds", False)
-        self.guidance = guidance if embeds else None
-        self.joint_attention_kwargs = joint_attention_kwargs
+    sample_key = "sample"
+    timestep_divisor = 1
+    shared_keys: tuple[str, ...] = ()
+    batched_guidance = True
+
+    def __init__(self, model: nn.Module, *, timestep_dtype: torch.dtype | None = None,
+                 **shared: Any) -> None:
+        unknown = set(shared) - set(self.shared_keys)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected shared arguments "
+                            f"{sorted(unknown)}; shared arguments: {list(self.shared_keys)}")
+        self.model = model
+        self.timestep_dtype = timestep_dtype
+        self.shared = shared
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"
 
     def __call__(self, x: Tensor, timesteps: Tensor, cond: dict[str, Any]) -> Tensor:
-        """The flow velocity of packed latents ``x``."""
-        guidance = None
-        if self.guidance is not None:
-            guidance = torch.full((x.shape[0],), float(self.guidance), device=x.device,
-                                  dtype=torch.float32)
-        return _out(self.transformer(hidden_states=x, timestep=timesteps / 1000,
-                                     guidance=guidance, img_ids=self.img_ids,
-                                     txt_ids=self.txt_ids, **cond,
-                                     joint_attention_kwargs=self.joint_attention_kwargs,
-                                     return_dict=False))
+        """The network's output for rows ``x`` at ``timesteps`` (``(R,)``) under ``cond``."""
+        if self.timestep_dtype is not None:
+            timesteps = timesteps.to(self.timestep_dtype)
+        if self.timestep_divisor != 1:
+            timesteps = timesteps / self.timestep_divisor
+        inputs = {self.sample_key: x, "timestep": timesteps}
+        return _out(self.model(**inputs, **self.shared, **cond, return_dict=False))
+
+    @classmethod
+    def from_call(cls, model: nn.Module, args: tuple, kwargs: dict[str, Any]
+                  ) -> tuple[FamilyCall, dict[str, Any]]:
+        """The family call and the conditioning of one call ``model(*args, **kwargs)`` that a
+        pipeline made: ``(call, cond)``, ``cond`` holding every per-row input."""
+        import inspect
+
+        bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
+        bound.pop("return_dict", None)
+        bound.pop(cls.sample_key)
+        timestep = bound.pop("timestep")
+        shared = {k: bound.pop(k) for k in cls.shared_keys if k in bound}
+        dtype = timestep.dtype if isinstance(timestep, Tensor) else None
+        return cls(model, timestep_dtype=dtype, **shared), bound
+
+
+class UNetCall(FamilyCall):
+    """Stable Diffusion 1.x/2.x and SDXL (``UNet2DConditionModel``): ``cond`` holds
+    ``encoder_hidden_states`` and, for SDXL, ``added_cond_kwargs={"text_embeds", "time_ids"}``."""
+
+    shared_keys = ("cross_attention_kwargs",)
+
+
+class SD3Call(FamilyCall):
+    """Stable Diffusion 3 (``SD3Transformer2DModel``): timestep in ``[0, 1000]``; ``cond``
+    holds ``encoder_hidden_states`` and ``pooled_projections``."""
+
+    sample_key = "hidden_states"
+    shared_keys = ("joint_attention_kwargs",)
+
+
+class FluxCall(FamilyCall):
+    """Flux (``FluxTransformer2DModel``): timestep divided by 1000, packed latents;
+    ``img_ids``/``txt_ids`` shared; ``cond`` holds ``encoder_hidden_states``,
+    ``pooled_projections`` and, for guidance-distilled models, ``guidance`` (one per row).
+    True classifier-free guidance is two calls (conditional first)."""
+
+    sample_key = "hidden_states"
+    timestep_divisor = 1000
+    shared_keys = ("img_ids", "txt_ids", "joint_attention_kwargs")
+    batched_guidance = False
 
 
 class Guided:

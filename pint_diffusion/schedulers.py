@@ -43,6 +43,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +56,8 @@ from pint.engine import Propagation, Request
 __all__ = [
     "STOCHASTIC_SCHEDULERS",
     "HeldOutput",
-    "SchedulerSteps",
     "SchedulerStepper",
+    "SchedulerSteps",
     "SchedulerTrajectory",
     "check_deterministic",
     "serial_loop",
@@ -365,7 +366,7 @@ class SchedulerSteps:
     def slice_depths(self, t: Tensor) -> list[int]:
         """One evaluation round per scheduler step of each slice."""
         points = t.round().long().tolist()
-        return [b - a for a, b in zip(points[:-1], points[1:], strict=True)]
+        return [b - a for a, b in itertools.pairwise(points)]
 
     def propagate(self, t0: Tensor, t1: Tensor, y0: Tensor) -> Propagation:
         """Step every row from step ``t0`` to step ``t1``."""
