@@ -225,9 +225,9 @@ class SchedulerStepper:
         snapshots: list[dict[str, Any]] = []
         with torch.random.fork_rng(devices=[]):
             for j, t in enumerate(self.timesteps):
-                snapshots.append(_snapshot(sched))
-                if self._scales:
+                if self._scales:  # as the pipelines do; idempotent, so it may run again
                     sched.scale_model_input(sample, t)
+                snapshots.append(_snapshot(sched))
                 out = torch.randn(shape, generator=gen, dtype=self.dtype).to(self.device)
                 twin = copy.deepcopy(sched)
                 torch.manual_seed(1)
