@@ -180,7 +180,9 @@ class SchedulerStepper:
     Args:
         scheduler: a deterministic diffusers scheduler after ``set_timesteps``.
         latent_shape: the shape of one sample's latents (without the batch axis).
-        dtype: the dtype of the state (the latents' dtype).
+        dtype: the dtype of the latents (what the scheduler and the model see). The state is
+            kept in float32 when that is wider (half-precision latents), so that history the
+            scheduler keeps in float32 is carried exactly.
         device: the device of the state.
         step_kwargs: extra keyword arguments for every ``scheduler.step`` call.
 
@@ -205,7 +207,9 @@ class SchedulerStepper:
         self.cls = type(scheduler)
         self.step_kwargs = dict(step_kwargs or {})
         self.latent_shape = torch.Size(latent_shape)
-        self.dtype = dtype
+        self.latent_dtype = dtype
+        self.output_dtype = dtype  # the model output's dtype (set by the trajectory's field)
+        self.dtype = torch.promote_types(dtype, torch.float32)  # the state's dtype
         self.device = torch.device(device)
         self.timesteps = torch.as_tensor(scheduler.timesteps).to(self.device)
         self._scales = hasattr(scheduler, "scale_model_input")
@@ -221,14 +225,14 @@ class SchedulerStepper:
         step and refuse a scheduler whose step is random."""
         shape = torch.Size((1, *self.latent_shape))
         gen = torch.Generator().manual_seed(0)
-        sample = torch.randn(shape, generator=gen, dtype=self.dtype).to(self.device)
+        sample = torch.randn(shape, generator=gen).to(self.device, self.latent_dtype)
         snapshots: list[dict[str, Any]] = []
         with torch.random.fork_rng(devices=[]):
             for j, t in enumerate(self.timesteps):
                 if self._scales:  # as the pipelines do; idempotent, so it may run again
                     sched.scale_model_input(sample, t)
                 snapshots.append(_snapshot(sched))
-                out = torch.randn(shape, generator=gen, dtype=self.dtype).to(self.device)
+                out = torch.randn(shape, generator=gen).to(self.device, self.latent_dtype)
                 twin = copy.deepcopy(sched)
                 torch.manual_seed(1)
                 a = twin.step(out, t, sample, **self.step_kwargs, return_dict=False)[0]
@@ -251,6 +255,8 @@ class SchedulerStepper:
             slots += [s for s, v in found.items() if history(v) and s not in slots]
         self._slots = slots
         self.slots = [str(s) for s in slots]
+        self._slot_dtypes = [next(found[s].dtype for found in entries if history(found.get(s)))
+                             for s in slots]  # restored in the dtype the scheduler keeps
         self._templates = [_template(state, slots) for state in snapshots[:-1]]
         # which slots hold a tensor before step j (j = N: at the end)
         self._present = torch.tensor(
@@ -265,7 +271,8 @@ class SchedulerStepper:
 
     def augment(self, latents: Tensor) -> Tensor:
         """The state at step 0 of ``latents`` ``(B, *latent_shape)``: no history yet."""
-        state = latents.new_zeros((latents.shape[0], self.rows, *latents.shape[1:]))
+        state = latents.new_zeros((latents.shape[0], self.rows, *latents.shape[1:]),
+                                  dtype=self.dtype)
         state[:, 0] = latents
         return state
 
@@ -279,7 +286,7 @@ class SchedulerStepper:
                                                 strict=True)):
             if not present:
                 continue
-            value = state[:, 1 + s]
+            value = state[:, 1 + s].to(self._slot_dtypes[s])
             if slot.index is None:
                 setattr(sched, slot.name, value)
             else:
@@ -302,13 +309,14 @@ class SchedulerStepper:
         """
         steps = steps.round().long().cpu()
         timesteps = self.timesteps[steps.to(self.timesteps.device)]
-        latents = state[:, 0]
+        latents = state[:, 0].to(self.latent_dtype)
         if not self._scales:
             return latents, timesteps
         out = torch.empty_like(latents)
         for j, rows in self._groups(steps):
             part = state if rows is None else state[rows]
-            scaled = self._scheduler(j, part).scale_model_input(part[:, 0], self.timesteps[j])
+            scaled = self._scheduler(j, part).scale_model_input(
+                part[:, 0].to(self.latent_dtype), self.timesteps[j])
             if rows is None:
                 return scaled.to(latents.dtype), timesteps
             out[rows.to(out.device)] = scaled.to(latents.dtype)
@@ -329,10 +337,10 @@ class SchedulerStepper:
         new = torch.zeros_like(state)
         for j, rows in self._groups(steps):
             part = state if rows is None else state[rows]
-            out = model_output if rows is None else model_output[rows]
+            out = (model_output if rows is None else model_output[rows]).to(self.output_dtype)
             sched = self._scheduler(j, part)
-            prev = sched.step(out, self.timesteps[j], part[:, 0], **self.step_kwargs,
-                              return_dict=False)[0]
+            prev = sched.step(out, self.timesteps[j], part[:, 0].to(self.latent_dtype),
+                              **self.step_kwargs, return_dict=False)[0]
             after = self._read(sched, j + 1, prev)
             if rows is None:
                 return after
@@ -436,7 +444,7 @@ class SchedulerTrajectory:
     Attributes:
         stepper: the :class:`SchedulerStepper`.
         y0: the initial state ``(B, 1 + H, *latent_shape)``.
-        grid: the step indices ``0, 1, ..., N`` (dtype of the latents).
+        grid: the step indices ``0, 1, ..., N`` (dtype of the state: float32 or wider).
         step: the fine propagator (:class:`SchedulerSteps`).
     """
 
@@ -447,7 +455,7 @@ class SchedulerTrajectory:
         self.model = model
         self.y0 = self.stepper.augment(latents)
         n = len(self.stepper.timesteps)
-        self.grid = torch.arange(n + 1, dtype=latents.dtype, device=latents.device)
+        self.grid = torch.arange(n + 1, dtype=self.y0.dtype, device=latents.device)
         self.step = SchedulerSteps(self.stepper)
         self._coarse = HeldOutput(self.stepper)
 
@@ -455,6 +463,7 @@ class SchedulerTrajectory:
         """The model output at each row's step, placed at the latent row (history rows 0)."""
         x_in, timesteps = self.stepper.model_input(t, y)
         out = self.model(x_in, timesteps, index)
+        self.stepper.output_dtype = out.dtype  # the state holds it exactly; step casts back
         full = torch.zeros_like(y)
         full[:, 0] = out.to(y.dtype)
         return full
@@ -465,7 +474,7 @@ class SchedulerTrajectory:
 
     def output(self, state: Tensor) -> Tensor:
         """The latents of a state (what ``pipe(..., output_type="latent")`` returns)."""
-        return state[:, 0]
+        return state[:, 0].to(self.stepper.latent_dtype)
 
     def describe(self, point: int) -> str:
         """A grid point in the scheduler's words, for messages."""

@@ -181,3 +181,18 @@ def test_describe_names_the_step():
     trajectory = SchedulerTrajectory(sched, network, latents)
     assert trajectory.describe(0) == f"step 0 (timestep {int(sched.timesteps[0])})"
     assert "end" in trajectory.describe(len(trajectory.grid) - 1)
+
+
+@pytest.mark.parametrize("name", ["dpm2m", "unipc2", "flow"])
+def test_half_precision_latents_keep_a_float32_state(name):
+    sched, latents = ready(name)
+    latents = latents.to(torch.bfloat16)
+    serial = diffusers_loop(sched, latents)
+    trajectory = SchedulerTrajectory(sched, network, latents)
+    assert trajectory.y0.dtype == trajectory.grid.dtype == torch.float32
+    t = trajectory.grid[[0, 2, len(trajectory.grid) - 1]]
+    sol = pint.parareal(trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t),
+                        fine=trajectory.step, tol=0, vectorized=True, independent=True)
+    out = trajectory.output(sol.ys[-1])
+    assert out.dtype == serial.dtype == torch.bfloat16
+    assert torch.equal(out, serial)  # every step replayed exactly in the latents' dtype
