@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/srds_default_tol.py
 	$(BIN)/python benchmarks/srds_limits.py --quick
 	$(BIN)/python benchmarks/overhead.py --quick
+	$(BIN)/python benchmarks/families.py
 	$(BIN)/python benchmarks/summary.py
 
 lint: $(STAMP)
