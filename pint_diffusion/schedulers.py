@@ -55,6 +55,7 @@ from pint.engine import Propagation, Request
 
 __all__ = [
     "STOCHASTIC_SCHEDULERS",
+    "TESTED_SCHEDULERS",
     "HeldOutput",
     "SchedulerStepper",
     "SchedulerSteps",
@@ -86,6 +87,14 @@ _STOCHASTIC_OPTIONS: dict[str, Callable[[Any], bool]] = {
     "stochastic_sampling": lambda v: bool(v),
     "algorithm_type": lambda v: isinstance(v, str) and v.startswith("sde-"),
 }
+
+#: The diffusers schedulers the test suite checks against the serial pipelines (any other
+#: deterministic scheduler is accepted too).
+TESTED_SCHEDULERS: tuple[str, ...] = (
+    "DDIMScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "KDPM2DiscreteScheduler",
+    "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "PNDMScheduler",
+    "DEISMultistepScheduler", "LMSDiscreteScheduler", "FlowMatchEulerDiscreteScheduler",
+)
 
 #: Lists that grow without bound in a scheduler but whose last few entries are all it reads.
 _LIST_CAPS: dict[str, int] = {"ets": 4}
@@ -212,6 +221,9 @@ class SchedulerStepper:
         self.dtype = torch.promote_types(dtype, torch.float32)  # the state's dtype
         self.device = torch.device(device)
         self.timesteps = torch.as_tensor(scheduler.timesteps).to(self.device)
+        sigmas = getattr(scheduler, "sigmas", None)
+        self.sigmas = (torch.as_tensor(sigmas).cpu() if sigmas is not None
+                       and len(sigmas) == len(self.timesteps) + 1 else None)
         self._scales = hasattr(scheduler, "scale_model_input")
         self._dry_run(copy.deepcopy(scheduler))
 
@@ -479,9 +491,11 @@ class SchedulerTrajectory:
     def describe(self, point: int) -> str:
         """A grid point in the scheduler's words, for messages."""
         n = len(self.stepper.timesteps)
+        sigmas = self.stepper.sigmas
+        sigma = "" if sigmas is None else f", sigma {float(sigmas[min(point, n)]):.4g}"
         if point >= n:
-            return f"the end (after step {n - 1})"
-        return f"step {point} (timestep {float(self.stepper.timesteps[point]):.6g})"
+            return f"the end (after step {n - 1}{sigma})"
+        return f"step {point} (timestep {float(self.stepper.timesteps[point]):.6g}{sigma})"
 
 
 def serial_loop(scheduler: Any, model: ModelCall, latents: Tensor,

@@ -179,7 +179,8 @@ def test_needs_set_timesteps():
 def test_describe_names_the_step():
     sched, latents = ready("dpm2m")
     trajectory = SchedulerTrajectory(sched, network, latents)
-    assert trajectory.describe(0) == f"step 0 (timestep {int(sched.timesteps[0])})"
+    assert trajectory.describe(0) == (f"step 0 (timestep {int(sched.timesteps[0])}, "
+                                      f"sigma {float(sched.sigmas[0]):.4g})")
     assert "end" in trajectory.describe(len(trajectory.grid) - 1)
 
 
