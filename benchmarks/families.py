@@ -37,7 +37,8 @@ def _sampler(tol: float | None) -> Any:
     return srds() if tol is None else srds(tol=tol)
 
 
-def vp_schedulers() -> dict[str, Any]:
+def vp_schedulers() -> dict[str, tuple[type, dict[str, Any]]]:
+    """The issue's variance-preserving schedulers: ``name -> (class, options)``."""
     from diffusers import (
         DDIMScheduler,
         DEISMultistepScheduler,
@@ -50,24 +51,26 @@ def vp_schedulers() -> dict[str, Any]:
         UniPCMultistepScheduler,
     )
 
-    sd = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     return {
-        "DDIM": lambda: DDIMScheduler(**sd, clip_sample=False, set_alpha_to_one=False,
-                                      steps_offset=1),
-        "Euler": lambda: EulerDiscreteScheduler(**sd),
-        "Heun": lambda: HeunDiscreteScheduler(**sd),
-        "KDPM2": lambda: KDPM2DiscreteScheduler(**sd),
-        "DPM++ 2M": lambda: DPMSolverMultistepScheduler(**sd),
-        "DPM++ 2M Karras": lambda: DPMSolverMultistepScheduler(**sd, use_karras_sigmas=True),
-        "DPM++ 3M": lambda: DPMSolverMultistepScheduler(**sd, solver_order=3),
-        "DPM++ 3M Karras": lambda: DPMSolverMultistepScheduler(**sd, solver_order=3,
-                                                               use_karras_sigmas=True),
-        "UniPC 2": lambda: UniPCMultistepScheduler(**sd, solver_order=2),
-        "UniPC 3": lambda: UniPCMultistepScheduler(**sd, solver_order=3),
-        "PNDM": lambda: PNDMScheduler(**sd, skip_prk_steps=True),
-        "DEIS": lambda: DEISMultistepScheduler(**sd),
-        "LMS": lambda: LMSDiscreteScheduler(**sd),
+        "DDIM": (DDIMScheduler, dict(clip_sample=False, set_alpha_to_one=False,
+                                     steps_offset=1)),
+        "Euler": (EulerDiscreteScheduler, {}),
+        "Heun": (HeunDiscreteScheduler, {}),
+        "KDPM2": (KDPM2DiscreteScheduler, {}),
+        "DPM++ 2M": (DPMSolverMultistepScheduler, {}),
+        "DPM++ 2M Karras": (DPMSolverMultistepScheduler, dict(use_karras_sigmas=True)),
+        "DPM++ 3M": (DPMSolverMultistepScheduler, dict(solver_order=3)),
+        "DPM++ 3M Karras": (DPMSolverMultistepScheduler, dict(solver_order=3,
+                                                              use_karras_sigmas=True)),
+        "UniPC 2": (UniPCMultistepScheduler, dict(solver_order=2)),
+        "UniPC 3": (UniPCMultistepScheduler, dict(solver_order=3)),
+        "PNDM": (PNDMScheduler, dict(skip_prk_steps=True)),
+        "DEIS": (DEISMultistepScheduler, {}),
+        "LMS": (LMSDiscreteScheduler, {}),
     }
+
+
+SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
 def cases(quick: bool) -> list[tuple[str, str, Any, Any, dict[str, Any]]]:
@@ -90,14 +93,17 @@ def cases(quick: bool) -> list[tuple[str, str, Any, Any, dict[str, Any]]]:
     if quick:
         names = ["DDIM", "Heun", "DPM++ 2M Karras", "UniPC 3", "PNDM"]
     rows = []
+    def scheduler(name: str) -> Any:
+        cls, options = vp_schedulers()[name]
+        return cls(**SD_BETAS, **options)
+
     for name in names:
-        make = vp_schedulers()[name]
-        rows.append(("SD", name, lambda m=make: testing.tiny_sd_pipeline(m(), components=sd),
+        rows.append(("SD", name,
+                     lambda n=name: testing.tiny_sd_pipeline(scheduler(n), components=sd),
                      ParallelStableDiffusionPipeline, dict(base, guidance_scale=4.0)))
     for name in names:
-        make = vp_schedulers()[name]
         rows.append(("SDXL", name,
-                     lambda m=make: testing.tiny_sdxl_pipeline(m(), components=sdxl),
+                     lambda n=name: testing.tiny_sdxl_pipeline(scheduler(n), components=sdxl),
                      ParallelStableDiffusionXLPipeline,
                      dict(base, guidance_scale=4.0, height=16, width=16)))
     flow = dict(base, height=16, width=16, max_sequence_length=16)
@@ -143,11 +149,43 @@ def run(steps: int, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def run_digits(steps: int, samples: int) -> list[dict[str, Any]]:
+    """Every VP scheduler on the bundled (trained) digits model: data in [-1, 1]."""
+    from pint_diffusion.families import Guided, UNetCall
+    from pint_diffusion.models import load_digits_model
+    from pint_diffusion.schedulers import SchedulerTrajectory, serial_loop
+
+    digits = load_digits_model()
+    labels = torch.arange(samples) % digits.num_classes
+    model = Guided(UNetCall(digits.unet), {"class_labels": labels}, samples,
+                   uncond={"class_labels": torch.full_like(labels, digits.null_class)},
+                   scale=digits.guidance_scale)
+    rows = []
+    for name, (cls, options) in vp_schedulers().items():
+        sched = cls.from_config(digits.scheduler.config, **options)
+        sched.set_timesteps(steps)
+        noise = torch.randn(samples, 1, digits.image_size, digits.image_size,
+                            generator=torch.Generator().manual_seed(0))
+        latents = noise * getattr(sched, "init_noise_sigma", 1.0)
+        serial = serial_loop(sched, model, latents)
+        trajectory = SchedulerTrajectory(sched, model, latents)
+        out, info = _sampler(None).solve(trajectory, disable=True)
+        rows.append(dict(family="digits (trained)", scheduler=name,
+                         serial_calls=len(sched.timesteps), blocks=len(info.blocks) - 1,
+                         iterations=info.iterations, sequential_calls=info.sequential_nfe,
+                         nfe=info.nfe, rms=float((out - serial).pow(2).mean().sqrt())))
+        print(f"digits {name:24s} {info.sequential_nfe}/{len(sched.timesteps)} calls, "
+              f"rms {rows[-1]['rms']:.1e}", flush=True)
+    return rows
+
+
 def main() -> None:
     args = arguments(__doc__).parse_args()
     setup(args.threads)
     steps = 8 if args.quick else 20
     rows = run(steps, args.quick)
+    digits_steps = 25 if args.quick else 100
+    digits_rows = run_digits(digits_steps, 10)
     info = machine_info()
     columns = [
         ("family", "family", "s"), ("scheduler", "scheduler", "s"),
@@ -171,11 +209,22 @@ def main() -> None:
         "units; the latents' RMS is given for scale. Wall clock: one run each, noisy.",
         machine_line(info),
         markdown_table(rows, columns),
+        f"## A trained model: the bundled digits model\n\nThe same schedulers on the bundled "
+        f"digits UNet (trained; data in [-1, 1]), class-conditional with guidance 2.0, ten "
+        f"samples, N = {digits_steps}, the scheduler built `from_config` of the model's DDIM "
+        "config (plus the variant's options); the parallel sampler at the default tolerance "
+        "against the scheduler's own serial loop.",
+        markdown_table(digits_rows, [
+            ("scheduler", "scheduler", "s"), ("serial calls", "serial_calls", "d"),
+            ("blocks", "blocks", "d"), ("iterations", "iterations", "d"),
+            ("sequential calls", "sequential_calls", "d"), ("model rows", "nfe", "d"),
+            ("RMS diff", "rms", ".1e")]),
         "Generated by `python benchmarks/families.py" + (" --quick" if args.quick else "")
         + "`.",
     ])
     write_results("families", {"machine": info, "steps": steps, "sampler": repr(sampler),
-                               "rows": rows}, markdown)
+                               "rows": rows, "digits_steps": digits_steps,
+                               "digits_rows": digits_rows}, markdown)
     print(markdown)
 
 

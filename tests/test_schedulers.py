@@ -12,6 +12,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("diffusers")
 import diffusers
@@ -197,3 +199,20 @@ def test_half_precision_latents_keep_a_float32_state(name):
     out = trajectory.output(sol.ys[-1])
     assert out.dtype == serial.dtype == torch.bfloat16
     assert torch.equal(out, serial)  # every step replayed exactly in the latents' dtype
+
+
+@settings(max_examples=6, deadline=None)
+@given(name=st.sampled_from(["dpm3m", "unipc3", "heun", "pndm"]),
+       cuts=st.sets(st.integers(min_value=1, max_value=12), max_size=6),
+       pipelined=st.booleans())
+def test_any_block_boundaries_give_the_serial_loop(name, cuts, pipelined):
+    sched, latents = ready(name)
+    serial = diffusers_loop(sched, latents)
+    trajectory = SchedulerTrajectory(sched, network, latents)
+    n = len(trajectory.grid) - 1
+    points = sorted({0, n, *(c for c in cuts if c < n)})
+    t = trajectory.grid[points]
+    sol = pint.parareal(trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t),
+                        fine=trajectory.step, tol=0, pipelined=pipelined, vectorized=True,
+                        independent=True)
+    assert (trajectory.output(sol.ys[-1]) - serial).abs().max() <= 1e-5 * serial.abs().max()
