@@ -213,7 +213,8 @@ def main() -> None:
         f"digits UNet (trained; data in [-1, 1]), class-conditional with guidance 2.0, ten "
         f"samples, N = {digits_steps}, the scheduler built `from_config` of the model's DDIM "
         "config (plus the variant's options); the parallel sampler at the default tolerance "
-        "against the scheduler's own serial loop.",
+        "against the scheduler's own serial loop. Model rows: evaluations of the guided model "
+        "(one per sample and step; the network sees two rows for each, with guidance).",
         markdown_table(digits_rows, [
             ("scheduler", "scheduler", "s"), ("serial calls", "serial_calls", "d"),
             ("blocks", "blocks", "d"), ("iterations", "iterations", "d"),
