@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test docs bench lint clean
+.PHONY: demo test docs bench bench-gpu test-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --quick
 	$(BIN)/python benchmarks/families.py
 	$(BIN)/python benchmarks/summary.py
+
+# On a machine with a CUDA GPU (install a CUDA torch with TORCH=..., see docs/howto/gpu.md).
+# The CUDA-marked tests; the marker includes the NCCL test of tests/test_distributed.py, which
+# also needs two GPUs (-rs prints why a test was skipped).
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -rs -m cuda $(PYTEST_ARGS)
+
+# The GPU benchmark (under 8 minutes on one H100): benchmarks/results/gpu_<device>.{json,md}.
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -92,13 +92,19 @@ def median_time(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 class TimedDenoiser:
     """Wraps a denoiser, timing every call with ``perf_counter`` (CPU: calls are synchronous).
 
+    On an asynchronous device pass ``synchronize`` (e.g. ``torch.cuda.synchronize``): it is
+    called before and after every model call, so that queued work of the caller is not counted
+    as model time and the model's own work is.
+
     Attributes:
         calls: number of calls; rows: state rows evaluated; seconds: time inside the model.
         rows_per_call: the row count of every call.
     """
 
-    def __init__(self, model: Callable[..., Tensor]) -> None:
+    def __init__(self, model: Callable[..., Tensor],
+                 synchronize: Callable[[], None] | None = None) -> None:
         self.model = model
+        self.synchronize = synchronize or (lambda: None)
         self.reset()
 
     def reset(self) -> None:
@@ -106,8 +112,10 @@ class TimedDenoiser:
         self.rows_per_call: list[int] = []
 
     def __call__(self, x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
+        self.synchronize()
         start = time.perf_counter()
         out = self.model(x, sigma, **extra)
+        self.synchronize()
         self.seconds += time.perf_counter() - start
         self.calls += 1
         self.rows += len(x)

@@ -28,13 +28,9 @@ from common import arguments, machine_info, machine_line, markdown_table, setup,
 
 
 def _sampler(tol: float | None) -> Any:
-    import pint_diffusion
-    from pint_diffusion.pipelines import PararealSampler
+    from pint_diffusion import SRDS
 
-    srds = getattr(pint_diffusion, "SRDS", None)
-    if srds is None:
-        return PararealSampler() if tol is None else PararealSampler(tol=tol)
-    return srds() if tol is None else srds(tol=tol)
+    return SRDS() if tol is None else SRDS(tol=tol)
 
 
 def vp_schedulers() -> dict[str, tuple[type, dict[str, Any]]]:
@@ -153,7 +149,7 @@ def run_digits(steps: int, samples: int) -> list[dict[str, Any]]:
     """Every VP scheduler on the bundled (trained) digits model: data in [-1, 1]."""
     from pint_diffusion.families import Guided, UNetCall
     from pint_diffusion.models import load_digits_model
-    from pint_diffusion.schedulers import SchedulerTrajectory, serial_loop
+    from pint_diffusion.schedulers import scheduler_trajectory, serial_loop
 
     digits = load_digits_model()
     labels = torch.arange(samples) % digits.num_classes
@@ -168,7 +164,7 @@ def run_digits(steps: int, samples: int) -> list[dict[str, Any]]:
                             generator=torch.Generator().manual_seed(0))
         latents = noise * getattr(sched, "init_noise_sigma", 1.0)
         serial = serial_loop(sched, model, latents)
-        trajectory = SchedulerTrajectory(sched, model, latents)
+        trajectory = scheduler_trajectory(sched, model, latents)
         out, info = _sampler(None).solve(trajectory, disable=True)
         rows.append(dict(family="digits (trained)", scheduler=name,
                          serial_calls=len(sched.timesteps), blocks=len(info.blocks) - 1,

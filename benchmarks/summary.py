@@ -191,6 +191,10 @@ def main() -> None:
               "error per iteration |",
               "| `srds_default_tol.py` | `srds_default_tol.*` | SRDS pipeline vs serial "
               "pipeline at the default tolerance (tiny SD) |",
+              "| `gpu.py` | `gpu_<device>.*` | on a CUDA GPU (`make bench-gpu`, not part of "
+              "`make bench`): SD 1.5-size UNet and digits model, cost of a call against its "
+              "rows, serial / SRDS / Picard wall clock, time outside model calls, "
+              "torch.compile, peak memory; `--smoke` checks it on the CPU |",
               "| `summary.py` | `README.md` | this page (+ `analysis.md`) |",
               ""]
     if ANALYSIS.is_file():

@@ -1,8 +1,9 @@
 """pint: parallel-in-time ODE solvers for PyTorch.
 
-Solve ``dy/dt = f(t, y)`` by Parareal: a cheap coarse propagator sweeps the time
-slices, then an accurate fine propagator refines all slices at once, in one batched
-call per step, converging to the serial fine solution in few iterations::
+Solve ``dy/dt = f(t, y)`` by Parareal (a cheap coarse propagator sweeps the time slices, then an
+accurate fine propagator refines all slices at once, in one batched call per step) or by
+Picard-family iterations over the whole grid, converging to the serial solution in few
+sequential rounds::
 
     import torch, pint
 
@@ -10,43 +11,76 @@ call per step, converging to the serial fine solution in few iterations::
     sol = pint.parareal(f, y0, t, coarse=pint.RK4(1), fine=pint.RK4(100), tol=1e-8)
     sol.ys, sol.iterations, sol.stats.sequential_nfe
 
-The public names: :func:`parareal`, :func:`serial`, :func:`predicted_depth`, the propagators
-(:class:`Euler`, :class:`Midpoint`, :class:`Heun`, :class:`RK4`, :class:`RungeKutta`,
-:class:`Torchdiffeq` and the :class:`Propagator` protocol), :class:`Solution`,
-:class:`Stats`, :class:`NonFiniteError`, and the test problems in :mod:`pint.problems`.
+The layers: :mod:`pint.engine` (batched rounds of evaluations), :mod:`pint.propagators`
+(the solvers of one slice, explicit and implicit), :mod:`pint.algorithms` (Parareal, Picard,
+serial over one driver), :mod:`pint.transport` (one process, or :mod:`pint.distributed` over
+torch.distributed).
 """
 
 from . import problems
-from .parareal import NonFiniteError, parareal, predicted_depth
+from .algorithms import (
+    Constant,
+    ExactFront,
+    Extrapolate,
+    Extrapolated,
+    Freeze,
+    Identity,
+    InstabilityWarning,
+    Secant,
+    StopRule,
+    Tolerance,
+    parareal,
+    picard,
+    predicted_depth,
+    serial,
+)
+from .engine import Location, NonFiniteError
 from .propagators import (
     RK4,
+    SDIRK2,
+    BackwardEuler,
     ButcherTableau,
     Euler,
     Heun,
     Midpoint,
+    NewtonError,
     Propagator,
     RungeKutta,
     Torchdiffeq,
 )
-from .serial import serial
 from .solution import Solution, Stats
 
 __all__ = [
     "RK4",
+    "SDIRK2",
+    "BackwardEuler",
     "ButcherTableau",
+    "Constant",
     "Euler",
+    "ExactFront",
+    "Extrapolate",
+    "Extrapolated",
+    "Freeze",
     "Heun",
+    "Identity",
+    "InstabilityWarning",
+    "Location",
     "Midpoint",
+    "NewtonError",
     "NonFiniteError",
     "Propagator",
     "RungeKutta",
+    "Secant",
     "Solution",
     "Stats",
+    "StopRule",
+    "Tolerance",
     "Torchdiffeq",
     "parareal",
+    "picard",
     "predicted_depth",
     "problems",
     "serial",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

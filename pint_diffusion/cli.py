@@ -5,19 +5,183 @@ against pipelined SRDS, with the table and figures); ``pint-diffusion sample`` d
 samples from the bundled model (by class) or from a local diffusers Stable Diffusion
 folder (by prompt, loaded with ``local_files_only=True``), serially, with SRDS or with
 Picard iterations. Every subcommand has ``--help``.
+
+Every argument is checked before any model is loaded or any sample drawn, so a typo costs
+no sampling time: counts (``--steps``, ``--num``, ``--blocks``, ``--seeds``) must be
+positive integers, ``--tol`` a finite number >= 0 and ``--guidance`` a finite number;
+``--blocks`` may not exceed ``--steps``, nor ``--steps`` the model's training timesteps;
+``--class`` must be one of the bundled model's classes; ``--model PATH`` must be a diffusers
+folder; ``--out`` must be an image file name (not a folder) with an extension PIL can write,
+in a folder that exists or can be created and is writable (``demo --out``: a folder). A bad
+argument ends the command with argparse's usage message and exit status 2, never a
+traceback. Images are written atomically (:func:`pint_diffusion.files.atomic_path`): a
+failed write leaves the previous file intact. ``--quiet`` silences every progress bar and
+the libraries' warnings, for the bundled model and for ``--model PATH`` alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["main"]
+__all__ = ["build_parser", "finite_float", "main", "non_negative_float", "non_negative_int",
+           "positive_int"]
+
+#: ``--num`` when it is not given: a grid of 8 digits, or 1 Stable Diffusion image.
+DEFAULT_NUM = {"bundled": 8, "pipeline": 1}
+
+
+# ----------------------------------------------------------------------------------------
+# argument types (argparse turns their ArgumentTypeError into "argument --x: <message>")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """argparse type: an integer ``torch.Generator.manual_seed`` accepts."""
+    value = _integer(text)
+    if not -(2**63) <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"expected an integer in [-2**63, 2**64), got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan``, ``inf`` refused)."""
+    return _number(text)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------
+# checks that need several arguments or a file (all before any model work)
+
+
+def _check_demo(args: argparse.Namespace) -> list[str]:
+    from .files import check_output_folder
+
+    limit = _train_timesteps_bundled()
+    errors = [f"argument --steps: {n} exceeds the model's {limit} training timesteps"
+               for n in args.steps if n > limit]
+    if not errors:
+        try:
+            check_output_folder(args.out)
+        except ValueError as exc:
+            errors.append(f"argument --out: {exc}")
+    return errors
+
+
+def _train_timesteps_bundled() -> int:
+    from .models import load_metadata
+
+    return int(load_metadata()["scheduler_config"]["num_train_timesteps"])
+
+
+def _pipeline_timesteps(folder: Path) -> int | None:
+    """``num_train_timesteps`` of a diffusers folder's scheduler, if its config says."""
+    try:
+        config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        value = config["num_train_timesteps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and value >= 1 else None
+
+
+def _check_sample(args: argparse.Namespace) -> list[str]:
+    from .files import check_image_path
+
+    bundled = args.model == "bundled"
+    if args.num is None:
+        args.num = DEFAULT_NUM["bundled" if bundled else "pipeline"]
+    errors = []
+    if bundled:
+        from .models import load_metadata
+
+        metadata = load_metadata()
+        embeds = metadata["unet_config"]["num_class_embeds"]
+        num_classes = metadata.get("conditioning", {}).get("num_classes", embeds - 1)
+        limit: int | None = metadata["scheduler_config"]["num_train_timesteps"]
+        if args.prompt is not None:
+            errors.append("--prompt needs --model PATH (a Stable Diffusion folder); the bundled "
+                          "model is conditioned on --class")
+        if args.class_label >= num_classes:
+            errors.append(f"argument --class: must be in 0..{num_classes - 1}, got "
+                          f"{args.class_label}")
+    else:
+        folder = Path(args.model)
+        limit = None
+        if not (folder / "model_index.json").is_file():
+            errors.append(f"argument --model: {args.model!r} is neither 'bundled' nor a "
+                          "diffusers pipeline folder (no model_index.json in it)")
+        else:
+            limit = _pipeline_timesteps(folder)
+        if args.prompt is None:
+            errors.append("--prompt is required with --model PATH")
+        if args.sampler == "picard":
+            errors.append("--sampler picard is available for the bundled model; for Stable "
+                          "Diffusion use diffusers' StableDiffusionParadigmsPipeline")
+    if limit is not None and args.steps > limit:
+        errors.append(f"argument --steps: {args.steps} exceeds the model's {limit} training "
+                      "timesteps")
+    if args.blocks is not None and args.blocks > args.steps:
+        what = "window" if args.sampler == "picard" else "blocks"
+        errors.append(f"argument --blocks: the {what} ({args.blocks}) cannot exceed --steps "
+                      f"({args.steps})")
+    if not errors:  # last: it may create the output folder
+        try:
+            check_image_path(args.out, mode="L" if bundled else "RGB")
+        except ValueError as exc:
+            errors.append(f"argument --out: {exc}")
+    return errors
+
+
+# ----------------------------------------------------------------------------------------
+# the commands
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -58,14 +222,10 @@ def _sample(args: argparse.Namespace) -> None:
 def _sample_bundled(args: argparse.Namespace) -> None:
     from .adapters import DiffusersDenoiser
     from .demo import save_grid
+    from .files import atomic_path
     from .models import load_digits_model
 
-    if args.prompt is not None:
-        raise SystemExit("--prompt needs --model PATH (a Stable Diffusion folder); the bundled "
-                         "model is conditioned on --class")
     model = load_digits_model()
-    if not 0 <= args.class_label < model.num_classes:
-        raise SystemExit(f"--class must be in 0..{model.num_classes - 1}, got {args.class_label}")
     guidance = model.guidance_scale if args.guidance is None else args.guidance
     denoiser = DiffusersDenoiser(model.unet, model.scheduler, guidance_scale=guidance)
     labels = torch.full((args.num,), args.class_label)
@@ -78,42 +238,92 @@ def _sample_bundled(args: argparse.Namespace) -> None:
     samples, info = _sampler(args)(denoiser, x, sigmas, extra_args=extra, disable=args.quiet,
                                    return_info=True)
     images = denoiser.from_ve(samples, sigmas[-1])
-    path = save_grid(images, args.out, columns=min(args.num, 8))
+    with atomic_path(args.out) as tmp:  # the grid goes to a temporary file, then is renamed
+        save_grid(images, tmp, columns=min(args.num, 8))
     print(f"{args.sampler}: {info.iterations} iterations, nfe {info.nfe}, sequential nfe "
-          f"{info.sequential_nfe}, {info.wall_time:.2f} s -> {path}")
+          f"{info.sequential_nfe}, {info.wall_time:.2f} s -> {args.out}")
+
+
+@contextlib.contextmanager
+def _quiet_libraries(quiet: bool) -> Iterator[None]:
+    """With ``quiet``: no progress bars, log records below ERROR or warnings from diffusers
+    and transformers while the block runs; their settings are restored afterwards."""
+    if not quiet:
+        yield
+        return
+    from diffusers.utils import logging as diffusers_logging
+
+    loggers = [diffusers_logging]
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as transformers_logging
+
+        loggers.append(transformers_logging)
+    saved = [(log, log.get_verbosity(), log.is_progress_bar_enabled()) for log in loggers]
+    for log in loggers:
+        log.set_verbosity_error()
+        log.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, verbosity, bars in saved:
+            log.set_verbosity(verbosity)
+            if bars:
+                log.enable_progress_bar()
+
+
+def _image_grid(images: list[Any], columns: int, pad: int = 2) -> Any:
+    """PIL images of one size side by side, ``columns`` per row, on white."""
+    from PIL import Image
+
+    if len(images) == 1:
+        return images[0]
+    w, h = images[0].size
+    rows = -(-len(images) // columns)
+    grid = Image.new("RGB", (columns * (w + pad) + pad, rows * (h + pad) + pad), "white")
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid.paste(image.convert("RGB"), (pad + c * (w + pad), pad + r * (h + pad)))
+    return grid
 
 
 def _sample_pipeline(args: argparse.Namespace) -> None:
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from .files import save_image
 
-    from .pipelines import StableDiffusionSRDSPipeline
+    with _quiet_libraries(args.quiet):
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    if args.prompt is None:
-        raise SystemExit("--prompt is required with --model PATH")
-    if args.sampler == "picard":
-        raise SystemExit("--sampler picard is available for the bundled model; for Stable "
-                         "Diffusion use diffusers' StableDiffusionParadigmsPipeline")
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, local_files_only=True)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    call = dict(prompt=args.prompt, num_inference_steps=args.steps,
-                guidance_scale=7.5 if args.guidance is None else args.guidance,
-                generator=torch.Generator().manual_seed(args.seed))
-    if args.sampler == "srds":
-        srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
-        out = srds(**call, srds_blocks=args.blocks, srds_tol=args.tol)
-        info = out.srds
-        print(f"SRDS: {info.iterations} iterations, nfe {info.nfe}, sequential nfe "
-              f"{info.sequential_nfe}, {info.wall_time:.2f} s")
-    else:
-        out = pipe(**call)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out.images[0].save(args.out)
-    print(f"wrote {args.out}")
+        from .pipelines import StableDiffusionSRDSPipeline
+
+        pipe = StableDiffusionPipeline.from_pretrained(args.model, local_files_only=True)
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=args.quiet)
+        call = dict(prompt=args.prompt, num_inference_steps=args.steps,
+                    num_images_per_prompt=args.num,
+                    guidance_scale=7.5 if args.guidance is None else args.guidance,
+                    generator=torch.Generator().manual_seed(args.seed))
+        if args.sampler == "srds":
+            srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
+            srds.set_progress_bar_config(disable=args.quiet)
+            out = srds(**call, srds_blocks=args.blocks, srds_tol=args.tol)
+            info = out.srds
+            summary = (f"srds: {info.iterations} iterations, nfe {info.nfe}, sequential nfe "
+                       f"{info.sequential_nfe}, {info.wall_time:.2f} s")
+        else:
+            out = pipe(**call)
+            summary = f"serial: {args.steps} steps"
+    save_image(_image_grid(out.images, columns=min(args.num, 8)), args.out)
+    print(f"{summary} -> {args.out}")
+
+
+# ----------------------------------------------------------------------------------------
+# the parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pint-diffusion``."""
-    from .srds import DEFAULT_TOL
+    from .samplers import DEFAULT_TOL
 
     parser = argparse.ArgumentParser(
         prog="pint-diffusion",
@@ -124,13 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="serial DDIM vs pipelined SRDS on the bundled digits model",
         description="Sample every digit class with several seeds, serially and with SRDS, "
                     "print a table and write figures.")
-    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
-    demo.add_argument("--steps", type=int, nargs="+", default=[25, 100, 1000],
+    demo.add_argument("--out", type=Path, default=Path("demo-output"),
+                      help="output folder (created if missing)")
+    demo.add_argument("--steps", type=positive_int, nargs="+", default=[25, 100, 1000],
                       help="numbers of DDIM steps (default: 25 100 1000)")
-    demo.add_argument("--seeds", type=int, default=3, help="samples per class")
-    demo.add_argument("--tol", type=float, default=DEFAULT_TOL, help="SRDS tolerance")
+    demo.add_argument("--seeds", type=positive_int, default=3, help="samples per class")
+    demo.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
+                      help="SRDS tolerance (a finite number >= 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, check=_check_demo, command_parser=demo)
 
     sample = commands.add_parser(
         "sample", help="draw samples with a chosen sampler",
@@ -138,29 +350,43 @@ def build_parser() -> argparse.ArgumentParser:
                     "Stable Diffusion folder (--model PATH, by --prompt).")
     sample.add_argument("--model", default="bundled",
                         help="'bundled' (default) or a local diffusers Stable Diffusion folder")
-    sample.add_argument("--class", dest="class_label", type=int, default=0,
+    sample.add_argument("--class", dest="class_label", type=non_negative_int, default=0,
                         help="digit class for the bundled model")
     sample.add_argument("--prompt", help="text prompt for a Stable Diffusion folder")
-    sample.add_argument("--num", type=int, default=8, help="samples (bundled model)")
-    sample.add_argument("--steps", type=int, default=100, help="DDIM steps")
+    sample.add_argument("--num", type=positive_int, default=None,
+                        help=f"number of samples (default {DEFAULT_NUM['bundled']} for the "
+                             f"bundled model, {DEFAULT_NUM['pipeline']} for --model PATH); "
+                             "several are written as one grid")
+    sample.add_argument("--steps", type=positive_int, default=100, help="DDIM steps")
     sample.add_argument("--sampler", choices=["serial", "srds", "picard"], default="srds")
     sample.add_argument("--solver", choices=["euler", "heun"], default="euler",
                         help="step rule (euler = DDIM)")
-    sample.add_argument("--blocks", type=int, default=None,
-                        help="SRDS blocks (Picard: window); default 2 sqrt(steps) (Picard: all)")
-    sample.add_argument("--tol", type=float, default=DEFAULT_TOL, help="tolerance")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--guidance", type=float, default=None,
+    sample.add_argument("--blocks", type=positive_int, default=None,
+                        help="SRDS blocks (Picard: window), at most --steps; default "
+                             "2 sqrt(steps) (Picard: all)")
+    sample.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
+                        help="tolerance (a finite number >= 0)")
+    sample.add_argument("--seed", type=_seed, default=0, help="seed of the initial noise")
+    sample.add_argument("--guidance", type=finite_float, default=None,
                         help="classifier-free guidance scale (default: the model's)")
-    sample.add_argument("--out", type=Path, default=Path("sample.png"), help="PNG to write")
-    sample.add_argument("--quiet", action="store_true", help="no progress bars")
-    sample.set_defaults(run=_sample)
+    sample.add_argument("--out", type=Path, default=Path("sample.png"),
+                        help="image file to write (.png, .jpg, ...; written atomically)")
+    sample.add_argument("--quiet", action="store_true",
+                        help="no progress bars or library warnings")
+    sample.set_defaults(run=_sample, check=_check_sample, command_parser=sample)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pint-diffusion`` console script."""
+    """Entry point of the ``pint-diffusion`` console script.
+
+    Every argument is checked before any model work; a bad one ends the command through
+    ``argparse``'s ``error`` (the usage line and the message on stderr, exit status 2).
+    """
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    errors = args.check(args)
+    if errors:
+        args.command_parser.error("; ".join(errors))
     args.run(args)
     return 0
 

@@ -75,8 +75,7 @@ def run_demo(out: Path, steps: list[int], seeds: int = 3, tol: float | None = No
     from .adapters import DiffusersDenoiser
     from .metrics import DigitsMetric
     from .models import load_digits_model
-    from .serial import sample_serial
-    from .srds import DEFAULT_TOL, sample_srds
+    from .samplers import DEFAULT_TOL, sample_serial, sample_srds
 
     tol = DEFAULT_TOL if tol is None else tol
     model = load_digits_model()

@@ -13,7 +13,7 @@ conditioning dict into the model output that the scheduler's ``step`` expects:
 :class:`Guided` adds classifier-free guidance over any family call and picks each row's
 conditioning by its sample index (the rows of a parallel sampler come from many samples and
 grid points at once), giving the ``model(latents_in, timesteps, index)`` that
-:class:`pint_diffusion.schedulers.SchedulerTrajectory` integrates. A new family is one small
+:func:`pint_diffusion.schedulers.scheduler_trajectory` integrates. A new family is one small
 set of class attributes on :class:`FamilyCall`::
 
     class MyCall(FamilyCall):

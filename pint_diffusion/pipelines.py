@@ -12,8 +12,9 @@ iterations the latents are those of the serial pipeline. Four pipelines use it:
 - :class:`ParallelFluxPipeline` (``FluxPipeline``),
 
 each built with ``from_pipe(pipe)`` (components shared) and called like the original plus
-``sampler=`` (default ``pint_diffusion.SRDS()`` when available)::
+``sampler=`` (default ``pint_diffusion.SRDS()``)::
 
+    from pint_diffusion import SRDS
     from pint_diffusion.pipelines import ParallelStableDiffusionXLPipeline
     par = ParallelStableDiffusionXLPipeline.from_pipe(pipe)
     out = par("a castle", num_inference_steps=30, sampler=SRDS(tol=1e-3))
@@ -56,7 +57,8 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
 from .adapters import DiffusersDenoiser
 from .families import FluxCall, SD3Call, UNetCall
-from .srds import DEFAULT_TOL, SRDSInfo, sample_srds
+from .samplers import DEFAULT_TOL, sample_srds
+from .samplers import SamplerInfo as SRDSInfo
 
 __all__ = [
     "PARALLEL_PIPELINES",
@@ -65,8 +67,6 @@ __all__ = [
     "ParallelStableDiffusion3Pipeline",
     "ParallelStableDiffusionPipeline",
     "ParallelStableDiffusionXLPipeline",
-    "PararealInfo",
-    "PararealSampler",
     "StableDiffusionSRDSPipeline",
     "StableDiffusionSRDSPipelineOutput",
     "default_sampler",
@@ -214,83 +214,11 @@ class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class PararealInfo:
-    """Statistics of a :class:`PararealSampler` run (attribute names as :class:`SRDSInfo`)."""
-
-    iterations: int
-    converged: bool
-    nfe: int
-    sequential_nfe: int
-    predicted_sequential_nfe: int | None
-    blocks: list[int]
-    wall_time: float
-
-
-class PararealSampler:
-    """SRDS over a trajectory: Parareal on blocks of the trajectory's own steps.
-
-    A stand-in with the interface of ``pint_diffusion.SRDS`` (``.solve(trajectory)``); the
-    pipelines use ``pint_diffusion.SRDS`` when the package has it.
-
-    Args:
-        blocks: the number of blocks (default ``round(2 sqrt(N))``, at most ``N``).
-        tol: stop when the RMS change of every sample's final latents between two iterations
-            is at most ``tol``; 0 runs to the exact serial result.
-        pipelined: the pipelined schedule (same result, fewer sequential calls).
-        max_iters: the most iterations (default: ``blocks``, which is exact).
-    """
-
-    def __init__(self, blocks: int | None = None, tol: float = DEFAULT_TOL,
-                 pipelined: bool = True, max_iters: int | None = None) -> None:
-        if blocks is not None and (not isinstance(blocks, int) or blocks < 1):
-            raise ValueError(f"blocks must be a positive integer or None, got {blocks!r}")
-        if not isinstance(tol, int | float) or not tol >= 0:
-            raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-        self.blocks = blocks
-        self.tol = float(tol)
-        self.pipelined = pipelined
-        self.max_iters = max_iters
-
-    def __repr__(self) -> str:
-        return (f"PararealSampler(blocks={self.blocks}, tol={self.tol}, "
-                f"pipelined={self.pipelined}, max_iters={self.max_iters})")
-
-    def solve(self, trajectory: Any, callback: Any = None, disable: bool | None = None
-              ) -> tuple[torch.Tensor, PararealInfo]:
-        """Sample: ``(samples, info)``."""
-        import math
-
-        import pint
-
-        from .srds import block_boundaries
-
-        n = len(trajectory.grid) - 1
-        blocks = self.blocks or min(n, max(1, round(2 * math.sqrt(n))))
-        bounds = block_boundaries(n, min(blocks, n))
-        t = trajectory.grid[bounds]
-
-        def final_rms(change: torch.Tensor) -> torch.Tensor:
-            return trajectory.output(change[-1:]).pow(2).mean().sqrt()
-
-        sol = pint.parareal(trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t),
-                            fine=trajectory.step, tol=self.tol, max_iters=self.max_iters,
-                            norm=final_rms, pipelined=self.pipelined, vectorized=True,
-                            independent=True)
-        stats = sol.stats
-        info = PararealInfo(iterations=sol.iterations, converged=sol.converged, nfe=stats.nfe,
-                            sequential_nfe=stats.sequential_nfe,
-                            predicted_sequential_nfe=stats.predicted_sequential_nfe,
-                            blocks=bounds, wall_time=stats.wall_time)
-        return trajectory.output(sol.ys[-1]), info
-
-
 def default_sampler() -> Any:
-    """``pint_diffusion.SRDS()`` when the package has it, else :class:`PararealSampler`."""
-    import pint_diffusion
+    """The pipelines' default sampler: ``pint_diffusion.SRDS()`` (default blocks and tolerance)."""
+    from .samplers import SRDS
 
-    srds = getattr(pint_diffusion, "SRDS", None)
-    return srds() if srds is not None else PararealSampler()
+    return SRDS()
 
 
 class _Capture:
@@ -359,7 +287,7 @@ class _Loop:
         import copy
 
         from .families import Guided, take
-        from .schedulers import SchedulerTrajectory
+        from .schedulers import scheduler_trajectory
 
         if args:
             raise TypeError("the pipeline passed positional scheduler options; not supported")
@@ -392,8 +320,8 @@ class _Loop:
                                  f"{batch} latents in its first step; not supported")
         model = Guided(call, cond, batch, uncond=uncond, scale=scale,
                        batched=self.family.batched_guidance)
-        trajectory = SchedulerTrajectory(copy.deepcopy(self.scheduler), model, sample,
-                                         step_kwargs=kwargs)
+        trajectory = scheduler_trajectory(copy.deepcopy(self.scheduler), model, sample,
+                                          step_kwargs=kwargs)
         samples, self.info = self.sampler.solve(trajectory, disable=self.disable)
         return samples
 
@@ -417,12 +345,13 @@ class ParallelMixin:
     scheduler are replaced by stand-ins that record the first step's network call (the
     conditioning exactly as the pipeline built it) and run the sampler at the first
     ``scheduler.step``: the sampler integrates the scheduler's own steps
-    (:class:`~pint_diffusion.schedulers.SchedulerTrajectory`) with the real network, and every
+    (:func:`~pint_diffusion.schedulers.scheduler_trajectory`) with the real network, and every
     step of the pipeline's loop then returns the sampler's final latents.
 
-    Call it like the original plus ``sampler=`` (an object with ``.solve(trajectory)``:
-    ``pint_diffusion.SRDS(...)``, :class:`PararealSampler`, ...). The run's statistics are in
-    ``out.info`` (and ``pipe.last_info``). Refused with ``ValueError``: stochastic schedulers or
+    Call it like the original plus ``sampler=``, a sampler object: ``pint_diffusion.SRDS(...)``
+    (default ``SRDS()``), ``Picard(...)``, ``QuasiNewton(...)``, ``Serial()``. The run's
+    statistics (:class:`pint_diffusion.SamplerInfo`) are in ``out.info`` (and
+    ``pipe.last_info``). Refused with ``ValueError``: stochastic schedulers or
     options (``eta > 0``, ...), ``callback_on_step_end``, ``guidance_rescale > 0``,
     ``denoising_end``, IP-Adapter inputs and SD3's ``skip_guidance_layers``.
     """

@@ -30,14 +30,12 @@ Euler ancestral, DPM++ SDE, ``eta > 0``, ``s_churn > 0``, ...) with a message na
 other scheduler whose ``step`` draws random numbers (its dry run gives different results under
 different seeds).
 
-Example::
+:func:`scheduler_trajectory` packs these into a :class:`pint_diffusion.samplers.Trajectory`,
+so every sampler object (SRDS, Picard, quasi-Newton, serial) solves it. Example::
 
     pipe.scheduler.set_timesteps(20)                  # as the pipeline would
-    trajectory = SchedulerTrajectory(pipe.scheduler, model, latents)
-    sol = pint.parareal(trajectory.field, trajectory.y0, trajectory.grid,
-                        coarse=trajectory.coarse(trajectory.grid), fine=trajectory.step,
-                        vectorized=True, independent=True, tol=0)
-    latents = trajectory.output(sol.ys[-1])           # == the serial loop's latents
+    trajectory = scheduler_trajectory(pipe.scheduler, model, latents)
+    latents, info = pint_diffusion.SRDS(tol=0).solve(trajectory)  # == the serial loop
 """
 
 from __future__ import annotations
@@ -53,14 +51,16 @@ from torch import Tensor
 
 from pint.engine import Propagation, Request
 
+from .samplers import Trajectory
+
 __all__ = [
     "STOCHASTIC_SCHEDULERS",
     "TESTED_SCHEDULERS",
     "HeldOutput",
     "SchedulerStepper",
     "SchedulerSteps",
-    "SchedulerTrajectory",
     "check_deterministic",
+    "scheduler_trajectory",
     "serial_loop",
 ]
 
@@ -441,67 +441,70 @@ ModelCall = Callable[[Tensor, Tensor, Tensor], Tensor]
 timesteps and each row's sample index (to pick its conditioning)."""
 
 
-class SchedulerTrajectory:
+def scheduler_trajectory(scheduler: Any, model: ModelCall, latents: Tensor, *,
+                         step_kwargs: dict[str, Any] | None = None) -> Trajectory:
     """What a parallel sampler integrates when it drives a diffusers scheduler.
 
     Args:
         scheduler: a deterministic scheduler after ``set_timesteps`` (see
-            :class:`SchedulerStepper`).
+            :class:`SchedulerStepper`); it is copied, never changed.
         model: ``model(latents_in, timesteps, index) -> output``, batched over rows; ``index``
             holds each row's sample (position in ``latents``), e.g. to pick its conditioning.
-            Guidance is part of the model (see :mod:`pint_diffusion.families`).
+            Guidance is part of the model (see :class:`pint_diffusion.families.Guided`).
         latents: the pipeline's initial latents ``(B, *latent_shape)``.
         step_kwargs: extra keyword arguments for ``scheduler.step``.
 
-    Attributes:
-        stepper: the :class:`SchedulerStepper`.
-        y0: the initial state ``(B, 1 + H, *latent_shape)``.
-        grid: the step indices ``0, 1, ..., N`` (dtype of the state: float32 or wider).
-        step: the fine propagator (:class:`SchedulerSteps`).
+    Returns:
+        A :class:`pint_diffusion.samplers.Trajectory`: states ``(B, 1 + H, *latent_shape)``
+        (float32 for half-precision latents), grid ``0, 1, ..., N`` (the step numbers), fine
+        propagator :class:`SchedulerSteps`, coarse :class:`HeldOutput`, output the latents (in
+        their dtype), one evaluation per step, ``scale`` 1 (changes are in latent units).
+        Solve it with any sampler object: ``pint_diffusion.SRDS(...).solve(trajectory)``.
+
+    Example::
+
+        pipe.scheduler.set_timesteps(20)
+        trajectory = scheduler_trajectory(pipe.scheduler, model, latents)
+        latents, info = pint_diffusion.SRDS(tol=0).solve(trajectory)  # == the serial loop
     """
+    stepper = SchedulerStepper(scheduler, latents.shape[1:], dtype=latents.dtype,
+                               device=latents.device, step_kwargs=step_kwargs)
+    y0 = stepper.augment(latents)
+    n = len(stepper.timesteps)
+    coarse = HeldOutput(stepper)
 
-    def __init__(self, scheduler: Any, model: ModelCall, latents: Tensor, *,
-                 step_kwargs: dict[str, Any] | None = None) -> None:
-        self.stepper = SchedulerStepper(scheduler, latents.shape[1:], dtype=latents.dtype,
-                                        device=latents.device, step_kwargs=step_kwargs)
-        self.model = model
-        self.y0 = self.stepper.augment(latents)
-        n = len(self.stepper.timesteps)
-        self.grid = torch.arange(n + 1, dtype=self.y0.dtype, device=latents.device)
-        self.step = SchedulerSteps(self.stepper)
-        self._coarse = HeldOutput(self.stepper)
-
-    def field(self, t: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        """The model output at each row's step, placed at the latent row (history rows 0)."""
-        x_in, timesteps = self.stepper.model_input(t, y)
-        out = self.model(x_in, timesteps, index)
-        self.stepper.output_dtype = out.dtype  # the state holds it exactly; step casts back
+    def field(t: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        x_in, timesteps = stepper.model_input(t, y)
+        out = model(x_in, timesteps, index)
+        stepper.output_dtype = out.dtype  # the state holds it exactly; step casts back
         full = torch.zeros_like(y)
         full[:, 0] = out.to(y.dtype)
         return full
 
-    def coarse(self, grid_points: Tensor) -> HeldOutput:
-        """The cheap propagator between any of ``grid_points`` (one evaluation per slice)."""
-        return self._coarse
-
-    def output(self, state: Tensor) -> Tensor:
-        """The latents of a state (what ``pipe(..., output_type="latent")`` returns)."""
-        return state[:, 0].to(self.stepper.latent_dtype)
-
-    def describe(self, point: int) -> str:
-        """A grid point in the scheduler's words, for messages."""
-        n = len(self.stepper.timesteps)
-        sigmas = self.stepper.sigmas
+    def describe(point: int) -> str:
+        sigmas = stepper.sigmas
         sigma = "" if sigmas is None else f", sigma {float(sigmas[min(point, n)]):.4g}"
         if point >= n:
             return f"the end (after step {n - 1}{sigma})"
-        return f"step {point} (timestep {float(self.stepper.timesteps[point]):.6g}{sigma})"
+        return f"step {point} (timestep {float(stepper.timesteps[point]):.6g}{sigma})"
+
+    return Trajectory(
+        field=field,
+        y0=y0,
+        grid=torch.arange(n + 1, dtype=y0.dtype, device=latents.device),
+        fine=SchedulerSteps(stepper),
+        coarse=lambda points: coarse,
+        output=lambda state: state[:, 0].to(stepper.latent_dtype),
+        step_depths=[1] * n,
+        describe=describe,
+        scale=torch.ones(n + 1, dtype=y0.dtype, device=latents.device),
+    )
 
 
 def serial_loop(scheduler: Any, model: ModelCall, latents: Tensor,
                 step_kwargs: dict[str, Any] | None = None) -> Tensor:
     """The scheduler's own serial sampling loop (a reference): ``scheduler`` after
-    ``set_timesteps``; ``model`` as for :class:`SchedulerTrajectory`. The scheduler is copied."""
+    ``set_timesteps``; ``model`` as for :func:`scheduler_trajectory`. The scheduler is copied."""
     sched = copy.deepcopy(scheduler)
     index = torch.arange(latents.shape[0], device=latents.device)
     x = latents

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-from pint.propagators import Propagation, Request
+from pint.engine import Propagation, Request
 
 __all__ = ["Euler", "Heun", "OnSchedule", "Solver", "denoised_to_derivative"]
 
@@ -37,8 +37,8 @@ class Solver(Protocol):
     """A one-step rule for the probability-flow ODE.
 
     ``step(sigma, sigma_next, x)`` is a generator over rows: ``sigma`` and
-    ``sigma_next`` have shape ``(R,)``, ``x`` has shape ``(R, *state)``. It yields
-    requests ``(sigma, x)`` (or ``(sigma, x, rows)`` for a subset of rows), receives the
+    ``sigma_next`` have shape ``(R,)``, ``x`` has shape ``(R, *state)``. It yields requests
+    ``Request(sigma, x)`` (or ``Request(sigma, x, rows)`` for a subset of rows), receives the
     ODE derivative ``(x - D(x, sigma)) / sigma`` for them, and returns the states at
     ``sigma_next``. ``depth(sigma, sigma_next)`` is the number of evaluation rounds a
     step costs.
@@ -66,7 +66,7 @@ class Euler:
 
     def step(self, sigma: Tensor, sigma_next: Tensor, x: Tensor) -> Step:
         """``x + (sigma_next - sigma) * d(x, sigma)``."""
-        d = yield (sigma, x)
+        d = yield Request(sigma, x)
         return x + d * _rows(sigma_next - sigma, x)
 
 
@@ -86,16 +86,16 @@ class Heun:
 
     def step(self, sigma: Tensor, sigma_next: Tensor, x: Tensor) -> Step:
         """The trapezoidal correction of an Euler predictor."""
-        d = yield (sigma, x)
+        d = yield Request(sigma, x)
         dt = _rows(sigma_next - sigma, x)
         predicted = x + d * dt
         rows = (sigma_next != 0).nonzero().squeeze(1)
         if len(rows) == 0:
             return predicted
         if len(rows) == len(x):
-            d2 = yield (sigma_next, predicted)
+            d2 = yield Request(sigma_next, predicted)
             return x + (d + d2) / 2 * dt
-        d2 = yield (sigma_next[rows], predicted[rows], rows)
+        d2 = yield Request(sigma_next[rows], predicted[rows], rows)
         corrected = x[rows] + (d[rows] + d2) / 2 * dt[rows]
         return predicted.index_copy(0, rows, corrected)
 
@@ -152,8 +152,8 @@ class OnSchedule:
                 request = next(step)
                 while True:
                     if rows is not None:  # translate the step's rows to the propagation's
-                        sub = request[2] if len(request) == 3 else None
-                        request = (request[0], request[1], rows if sub is None else rows[sub])
+                        sub = request.rows
+                        request = Request(request.t, request.y, rows if sub is None else rows[sub])
                     request = step.send((yield request))
             except StopIteration as done:
                 x = done.value if rows is None else x.index_copy(0, rows, done.value)

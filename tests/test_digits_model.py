@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("diffusers")
 pytest.importorskip("safetensors")
@@ -216,3 +218,174 @@ def test_training_is_deterministic():
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
     assert rec_a["steps"] == 3 and rec_a["seed"] == 0
+
+
+# ----------------------------------------------------------------------------------------
+# corrupted model files: refused with errors naming the file and the field, offline
+
+
+@pytest.fixture
+def model_copy(tmp_path) -> tuple[Path, dict]:
+    """A copy of the bundled weights and a fresh dict of its metadata (to corrupt)."""
+    path = tmp_path / "copy.safetensors"
+    shutil.copy(DEFAULT_WEIGHTS, path)
+    return path, json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+
+
+def _write_meta(path: Path, metadata) -> Path:
+    meta = path.with_suffix(".json")
+    meta.write_text(json.dumps(metadata))  # json.dumps writes NaN for float("nan")
+    return meta
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("load_digits_model tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.mark.parametrize("section", ["unet_config", "scheduler_config"])
+def test_string_config_is_refused_offline(model_copy, section, no_network):
+    """A string config would be read by diffusers as a Hub repository id (a download)."""
+    path, metadata = model_copy
+    metadata[section] = "google/ddpm-cifar10-32"
+    meta = _write_meta(path, metadata)
+    with pytest.raises(ValueError) as info:
+        load_digits_model(path=path)
+    assert str(meta) in str(info.value) and repr(section) in str(info.value)
+    assert "a JSON object" in str(info.value)
+
+
+def _set(metadata: dict, dotted: str, value) -> None:
+    *parents, key = dotted.split(".")
+    for name in parents:
+        metadata = metadata[name]
+    if value is _DELETE:
+        del metadata[key]
+    else:
+        metadata[key] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("format", _DELETE, "'pint_diffusion.digits_unet/1'"),
+    ("unet_config.in_channels", "one", "an integer >= 1"),
+    ("unet_config.in_channels", True, "an integer >= 1"),
+    ("unet_config.block_out_channels", [32, -64, 64], "a non-empty list of integers >= 1"),
+    ("unet_config.down_block_types", ["DownBlock2D"], "a list of 3 block types"),
+    ("unet_config.norm_num_groups", 7, "a divisor of every block_out_channels entry"),
+    ("unet_config.num_class_embeds", _DELETE, "is missing"),
+    ("unet_config.not_an_argument", 1, "is not an argument of UNet2DModel"),
+    ("unet_config.down_block_types", ["NoSuchBlock2D"] * 3, "does not describe a UNet2DModel"),
+    ("scheduler_config.beta_schedule", _DELETE, "is missing"),
+    ("scheduler_config.beta_start", float("nan"), "a number in (0.0, 1.0)"),
+    ("scheduler_config.beta_end", 0.00001, "greater than beta_start"),
+    ("scheduler_config.prediction_type", "v_prediction", "one of 'epsilon'"),
+    ("scheduler_config.num_train_timesteps", 0, "an integer >= 1"),
+    ("data", [8, 1], "a JSON object"),
+    ("data.image_size", 16, "unet_config.sample_size (8)"),
+    ("data.data_range", [1.0, -1.0], "low < high"),
+    ("data.data_range", [-1.0, float("inf")], "a list of two finite numbers"),
+    ("conditioning.null_class", 3, "an integer in [10, 10]"),
+    ("conditioning.num_classes", 11, "less than unet_config.num_class_embeds (11)"),
+    ("evaluation.guidance_scale", "high", "a finite number >= 0"),
+    ("evaluation.guidance_scale", float("nan"), "a finite number >= 0"),
+])
+def test_malformed_metadata_names_file_and_field(model_copy, field, value, expected, no_network):
+    path, metadata = model_copy
+    _set(metadata, field, value)
+    meta = _write_meta(path, metadata)
+    with pytest.raises(ValueError) as info:
+        load_digits_model(path=path)
+    message = str(info.value)
+    assert message.startswith(f"{meta}: field "), message
+    name = field if "does not describe" not in expected else field.split(".")[0]
+    assert repr(name) in message and expected in message, message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"format": "pint_diffusion.digits_unet/1", ', "not valid JSON"),
+    ("[1, 2]", "the metadata must be a JSON object, got list"),
+])
+def test_unreadable_metadata_names_the_file(model_copy, text, expected):
+    path, _ = model_copy
+    path.with_suffix(".json").write_text(text)
+    with pytest.raises(ValueError, match=expected) as info:
+        load_digits_model(path=path)
+    assert str(path.with_suffix(".json")) in str(info.value)
+
+
+def test_metadata_is_checked_before_the_weights(model_copy):
+    """A bad metadata file is reported even if the weights file is bad as well."""
+    path, metadata = model_copy
+    path.write_bytes(b"not safetensors")
+    metadata["unet_config"]["sample_size"] = -8
+    _write_meta(path, metadata)
+    with pytest.raises(ValueError, match=r"'unet_config\.sample_size' must be an integer >= 1"):
+        load_digits_model(path=path)
+
+
+def test_bundled_metadata_passes_the_schema():
+    from pint_diffusion.models import load_metadata, validate_metadata
+
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert validate_metadata(meta) is meta
+    assert load_metadata() == meta
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nonfinite_weights_are_refused(model_copy, bad):
+    from safetensors.torch import load_file, save_file
+
+    path, metadata = model_copy
+    state = load_file(str(DEFAULT_WEIGHTS))
+    name = sorted(state)[len(state) // 2]
+    state[name] = state[name].clone()
+    state[name].view(-1)[3] = bad
+    save_file(state, str(path))
+    _write_meta(path, metadata)
+    with pytest.raises(ValueError) as info:
+        load_digits_model(path=path)
+    assert repr(name) in str(info.value) and "non-finite" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+#: Every checked field of the metadata (the free-form ones, such as ``training`` and
+#: ``data.split``, are not listed).
+_CHECKED_FIELDS = [
+    *(f"unet_config.{k}" for k in (
+        "sample_size", "in_channels", "out_channels", "block_out_channels", "down_block_types",
+        "up_block_types", "layers_per_block", "norm_num_groups", "num_class_embeds",
+        "attention_head_dim", "add_attention")),
+    *(f"scheduler_config.{k}" for k in (
+        "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "clip_sample",
+        "set_alpha_to_one", "steps_offset", "prediction_type", "timestep_spacing")),
+    "data.image_size", "data.channels", "data.data_range", "conditioning.num_classes",
+    "conditioning.null_class", "evaluation.guidance_scale",
+]
+#: Values that no checked field accepts (the strings avoid every allowed name).
+_JUNK = st.one_of(
+    st.text(max_size=4).map(lambda s: "x" + s),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), -1, -0.5, {}, [], ["x"]]),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@given(field=st.sampled_from(_CHECKED_FIELDS), value=_JUNK)
+@settings(max_examples=150, deadline=None)
+def test_any_bad_field_is_named(field, value):
+    """Property: a wrong value in any checked field raises ValueError naming the file and that
+    field (never another exception type, never a later field)."""
+    from pint_diffusion.models import validate_metadata
+
+    metadata = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    _set(metadata, field, value)
+    with pytest.raises(ValueError) as info:
+        validate_metadata(metadata, "some/model.json")
+    assert str(info.value).startswith(f"some/model.json: field {field!r} must be ")

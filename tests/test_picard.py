@@ -4,8 +4,7 @@ import pytest
 import torch
 from test_srds import ToyDenoiser, karras
 
-from pint_diffusion import DiffusersDenoiser, Euler, Heun
-from pint_diffusion.picard import sample_picard
+from pint_diffusion import DiffusersDenoiser, Euler, Heun, sample_picard
 from pint_diffusion.testing import LATENT_CHANNELS, tiny_sd_components
 
 

@@ -92,13 +92,13 @@ from diffusers import (  # noqa: E402
     UniPCMultistepScheduler,
 )
 
+from pint_diffusion import SRDS  # noqa: E402
 from pint_diffusion.pipelines import (  # noqa: E402
     PARALLEL_PIPELINES,
     ParallelFluxPipeline,
     ParallelStableDiffusion3Pipeline,
     ParallelStableDiffusionPipeline,
     ParallelStableDiffusionXLPipeline,
-    PararealSampler,
     pipeline_for_folder,
 )
 from pint_diffusion.testing import (  # noqa: E402
@@ -131,7 +131,7 @@ VP_SCHEDULERS = {
 }
 FAST = {"sd": {"ddim", "heun", "dpm2m-karras", "unipc3", "pndm"}, "sdxl": {"dpm3m", "euler"}}
 PAR_STEPS = 6
-EXACT = PararealSampler(blocks=3, tol=0.0)  # uneven blocks over 6 (or Heun's 11) steps
+EXACT = SRDS(blocks=3, tol=0.0)  # uneven blocks over 6 (or Heun's 11) steps
 
 
 def _cases(family):
@@ -221,7 +221,7 @@ def test_default_tolerance_saves_sequential_calls(components):
     steps = 16
     pipe = tiny_sd_pipeline(VP_SCHEDULERS["dpm2m-karras"](), components=components)
     call = dict(SD_CALL, num_inference_steps=steps)
-    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, call, PararealSampler())
+    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, call, SRDS())
     assert out.info.sequential_nfe < steps
     assert float((out.images - serial).pow(2).mean().sqrt()) < 1e-2
 

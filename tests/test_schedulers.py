@@ -36,8 +36,8 @@ from diffusers import (
 import pint
 from pint_diffusion.schedulers import (
     SchedulerStepper,
-    SchedulerTrajectory,
     check_deterministic,
+    scheduler_trajectory,
 )
 
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
@@ -93,11 +93,11 @@ def ready(name):
 def test_parareal_at_full_iterations_is_the_serial_loop(name):
     sched, latents = ready(name)
     serial = diffusers_loop(sched, latents)
-    trajectory = SchedulerTrajectory(sched, network, latents)
+    trajectory = scheduler_trajectory(sched, network, latents)
     n = len(trajectory.grid) - 1
     t = trajectory.grid[[0, 1, n // 2, n - 1, n]]  # uneven blocks: rows at different steps
     sol = pint.parareal(trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t),
-                        fine=trajectory.step, tol=0, vectorized=True, independent=True)
+                        fine=trajectory.fine, tol=0, vectorized=True, independent=True)
     out = trajectory.output(sol.ys[-1])
     assert (out - serial).abs().max() <= 1e-5 * serial.abs().max()
 
@@ -180,7 +180,7 @@ def test_needs_set_timesteps():
 
 def test_describe_names_the_step():
     sched, latents = ready("dpm2m")
-    trajectory = SchedulerTrajectory(sched, network, latents)
+    trajectory = scheduler_trajectory(sched, network, latents)
     assert trajectory.describe(0) == (f"step 0 (timestep {int(sched.timesteps[0])}, "
                                       f"sigma {float(sched.sigmas[0]):.4g})")
     assert "end" in trajectory.describe(len(trajectory.grid) - 1)
@@ -191,11 +191,11 @@ def test_half_precision_latents_keep_a_float32_state(name):
     sched, latents = ready(name)
     latents = latents.to(torch.bfloat16)
     serial = diffusers_loop(sched, latents)
-    trajectory = SchedulerTrajectory(sched, network, latents)
+    trajectory = scheduler_trajectory(sched, network, latents)
     assert trajectory.y0.dtype == trajectory.grid.dtype == torch.float32
     t = trajectory.grid[[0, 2, len(trajectory.grid) - 1]]
     sol = pint.parareal(trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t),
-                        fine=trajectory.step, tol=0, vectorized=True, independent=True)
+                        fine=trajectory.fine, tol=0, vectorized=True, independent=True)
     out = trajectory.output(sol.ys[-1])
     assert out.dtype == serial.dtype == torch.bfloat16
     assert torch.equal(out, serial)  # every step replayed exactly in the latents' dtype
@@ -208,11 +208,11 @@ def test_half_precision_latents_keep_a_float32_state(name):
 def test_any_block_boundaries_give_the_serial_loop(name, cuts, pipelined):
     sched, latents = ready(name)
     serial = diffusers_loop(sched, latents)
-    trajectory = SchedulerTrajectory(sched, network, latents)
+    trajectory = scheduler_trajectory(sched, network, latents)
     n = len(trajectory.grid) - 1
     points = sorted({0, n, *(c for c in cuts if c < n)})
     t = trajectory.grid[points]
     sol = pint.parareal(trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t),
-                        fine=trajectory.step, tol=0, pipelined=pipelined, vectorized=True,
+                        fine=trajectory.fine, tol=0, pipelined=pipelined, vectorized=True,
                         independent=True)
     assert (trajectory.output(sol.ys[-1]) - serial).abs().max() <= 1e-5 * serial.abs().max()

@@ -74,9 +74,9 @@ class Location:
     evaluation: int | None = None
 
     def __str__(self) -> str:
-        what = "state" if self.evaluation is None else f"evaluation {self.evaluation} of the " \
-            f"{self.label} propagation"
-        return f"{what} at point {self.point}, problem {self.problem}, iteration {self.iteration}"
+        what = "the state" if self.evaluation is None else (
+            f"evaluation {self.evaluation} of the {self.label} propagation from")
+        return f"{what} point {self.point} in iteration {self.iteration} (problem {self.problem})"
 
 
 class NonFiniteError(FloatingPointError, ValueError):

@@ -21,6 +21,8 @@ every slice) or ``slice_depths(t)`` (one int per slice of the grid ``t``), so th
 report the depth its schedule predicts.
 
 - :mod:`pint.propagators.runge_kutta`: explicit Runge-Kutta methods over Butcher tableaus.
+- :mod:`pint.propagators.implicit`: diagonally implicit Runge-Kutta methods (backward Euler,
+  SDIRK2) with a batched Newton solve, for stiff problems.
 - :mod:`pint.propagators.torchdiffeq`: any ``torchdiffeq.odeint`` method.
 """
 
@@ -31,6 +33,15 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor
 
 from ..engine import Propagation, Request
+from .implicit import (
+    BACKWARD_EULER_TABLEAU,
+    DIRK,
+    SDIRK2,
+    SDIRK2_TABLEAU,
+    BackwardEuler,
+    DIRKTableau,
+    NewtonError,
+)
 from .runge_kutta import (
     EULER_TABLEAU,
     HEUN_TABLEAU,
@@ -46,15 +57,22 @@ from .runge_kutta import (
 from .torchdiffeq import Torchdiffeq
 
 __all__ = [
+    "BACKWARD_EULER_TABLEAU",
+    "DIRK",
     "EULER_TABLEAU",
     "HEUN_TABLEAU",
     "MIDPOINT_TABLEAU",
     "RK4",
     "RK4_TABLEAU",
+    "SDIRK2",
+    "SDIRK2_TABLEAU",
+    "BackwardEuler",
     "ButcherTableau",
+    "DIRKTableau",
     "Euler",
     "Heun",
     "Midpoint",
+    "NewtonError",
     "Propagation",
     "Propagator",
     "Request",

@@ -3,7 +3,10 @@
 The weights (``digits_unet.safetensors``) and their description (``digits_unet.json``: the
 ``UNet2DModel`` config, the ``DDIMScheduler`` config, the data range, the train/held-out split and
 the training and evaluation record) ship with the package; they were produced by
-``python -m pint_diffusion.models.train_digits``. Loading works offline and never unpickles.
+``python -m pint_diffusion.models.train_digits``. Loading works offline (it builds the
+model from the metadata with the diffusers constructors, never from a Hub id) and never
+unpickles; the metadata is checked against a schema (:func:`validate_metadata`) and the
+weights must be finite.
 
 Example::
 
@@ -17,7 +20,10 @@ Classifier-free guidance uses the extra class ``null_class`` (10) as the uncondi
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +33,8 @@ import torch
 if TYPE_CHECKING:  # diffusers is optional: imported lazily by load_digits_model
     from diffusers import DDIMScheduler, UNet2DModel
 
-__all__ = ["DEFAULT_WEIGHTS", "DigitsModel", "load_digits_model"]
+__all__ = ["DEFAULT_WEIGHTS", "FORMAT", "DigitsModel", "load_digits_model", "load_metadata",
+           "validate_metadata"]
 
 #: The bundled weights file (its metadata is the ``.json`` file of the same name beside it).
 DEFAULT_WEIGHTS: Path = Path(__file__).resolve().parent / "digits_unet.safetensors"
@@ -100,6 +107,242 @@ def _resolve_path(path: str | Path | None) -> tuple[Path, Path]:
     return weights, meta
 
 
+#: The ``format`` value of the metadata files this loader reads.
+FORMAT = "pint_diffusion.digits_unet/1"
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One metadata field: a predicate on its value and, for errors, what it should be."""
+
+    ok: Callable[[Any], bool]
+    expected: str
+    required: bool = True
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _int(low: int, required: bool = True) -> _Field:
+    return _Field(lambda v: _is_int(v) and v >= low, f"an integer >= {low}", required)
+
+
+def _number(low: float, high: float | None = None, required: bool = True) -> _Field:
+    if high is None:
+        return _Field(lambda v: _is_number(v) and v >= low, f"a finite number >= {low}",
+                      required)
+    return _Field(lambda v: _is_number(v) and low < v < high,
+                  f"a number in ({low}, {high})", required)
+
+
+def _bool(required: bool = True) -> _Field:
+    return _Field(lambda v: isinstance(v, bool), "true or false", required)
+
+
+def _choice(*values: str) -> _Field:
+    return _Field(lambda v: v in values, "one of " + ", ".join(map(repr, values)))
+
+
+def _list(item: Callable[[Any], bool], expected: str, length: int | None = None) -> _Field:
+    def ok(value: Any) -> bool:
+        return (isinstance(value, list) and len(value) >= 1
+                and (length is None or len(value) == length) and all(map(item, value)))
+
+    return _Field(ok, expected)
+
+
+_SCHEMA: dict[str, dict[str, _Field]] = {
+    "unet_config": {
+        "sample_size": _int(1),
+        "in_channels": _int(1),
+        "out_channels": _int(1),
+        "block_out_channels": _list(lambda v: _is_int(v) and v >= 1,
+                                    "a non-empty list of integers >= 1"),
+        "down_block_types": _list(lambda v: isinstance(v, str), "a non-empty list of strings"),
+        "up_block_types": _list(lambda v: isinstance(v, str), "a non-empty list of strings"),
+        "layers_per_block": _int(1),
+        "norm_num_groups": _int(1),
+        "num_class_embeds": _int(2),
+        "attention_head_dim": _Field(lambda v: v is None or (_is_int(v) and v >= 1),
+                                     "an integer >= 1 or null", required=False),
+        "add_attention": _bool(required=False),
+    },
+    "scheduler_config": {
+        "num_train_timesteps": _int(1),
+        "beta_start": _number(0.0, 1.0),
+        "beta_end": _number(0.0, 1.0),
+        "beta_schedule": _choice("linear", "scaled_linear", "squaredcos_cap_v2"),
+        "clip_sample": _bool(),
+        "set_alpha_to_one": _bool(),
+        "steps_offset": _int(0),
+        "prediction_type": _choice("epsilon"),
+        "timestep_spacing": _choice("leading", "trailing", "linspace"),
+    },
+    "data": {
+        "image_size": _int(1, required=False),
+        "channels": _int(1, required=False),
+        "data_range": _Field(_list(_is_number, "", length=2).ok,
+                             "a list of two finite numbers [low, high]", required=False),
+    },
+    "conditioning": {
+        "num_classes": _int(1, required=False),
+        "null_class": _int(0, required=False),
+    },
+    "evaluation": {
+        "guidance_scale": _number(0.0, required=False),
+    },
+}
+#: Sections that may be absent (their fields then take defaults).
+_OPTIONAL_SECTIONS = ("data", "conditioning", "evaluation")
+#: Sections whose extra keys are passed to a constructor: they must be its arguments.
+_CONSTRUCTED = ("unet_config", "scheduler_config")
+
+
+def _json_value_ok(value: Any) -> bool:
+    """A plain JSON value without NaN or infinities."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(map(_json_value_ok, value))
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_value_ok(v) for k, v in value.items())
+    return value is None or isinstance(value, (str, int, bool))
+
+
+def validate_metadata(metadata: Any, source: str | Path = "metadata") -> dict[str, Any]:
+    """Check a model's metadata against the schema of ``FORMAT``; return it unchanged.
+
+    Every field is checked for presence, type and range, and the fields that must agree
+    (UNet and data sizes, block lists, class labels, the beta range) are checked against each
+    other. ``unet_config`` and ``scheduler_config`` must be JSON objects (a string would name a
+    Hub repository: refused, loading never goes to the network); their other keys, besides the
+    required ones, must be plain JSON values without NaN (:func:`load_digits_model` further
+    checks that they are arguments of ``UNet2DModel`` / ``DDIMScheduler``). Other top-level
+    sections (``training``, ...) are free-form.
+
+    Args:
+        metadata: The parsed JSON.
+        source: The file it came from, for the error messages.
+
+    Raises:
+        ValueError: ``"<source>: field 'unet_config.in_channels' must be an integer >= 1,
+            got 'one'"`` and the like.
+    """
+
+    def fail(name: str, expected: str, value: Any) -> ValueError:
+        return ValueError(f"{source}: field {name!r} must be {expected}, got {value!r}")
+
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{source}: the metadata must be a JSON object, got "
+                         f"{type(metadata).__name__}")
+    if metadata.get("format") != FORMAT:
+        raise fail("format", repr(FORMAT), metadata.get("format"))
+    for section, fields in _SCHEMA.items():
+        if section not in metadata and section in _OPTIONAL_SECTIONS:
+            continue
+        values = metadata.get(section)
+        if not isinstance(values, dict):
+            raise fail(section, "a JSON object", values)
+        for key, spec in fields.items():
+            if key not in values:
+                if spec.required:
+                    raise ValueError(f"{source}: field {f'{section}.{key}'!r} is missing "
+                                     f"(expected {spec.expected})")
+                continue
+            if not spec.ok(values[key]):
+                raise fail(f"{section}.{key}", spec.expected, values[key])
+        if section in _CONSTRUCTED:
+            for key, value in values.items():
+                if not _json_value_ok(value):
+                    raise fail(f"{section}.{key}", "a plain JSON value (no NaN)", value)
+    _cross_check(metadata, fail)
+    return metadata
+
+
+def _cross_check(metadata: dict[str, Any], fail: Callable[[str, str, Any], ValueError]) -> None:
+    unet, scheduler = metadata["unet_config"], metadata["scheduler_config"]
+    channels = unet["block_out_channels"]
+    for key in ("down_block_types", "up_block_types"):
+        if len(unet[key]) != len(channels):
+            raise fail(f"unet_config.{key}", f"a list of {len(channels)} block types (one per "
+                       "block_out_channels entry)", unet[key])
+    groups = unet["norm_num_groups"]
+    if any(c % groups for c in channels):
+        raise fail("unet_config.norm_num_groups", "a divisor of every block_out_channels entry "
+                   f"{channels}", groups)
+    if scheduler["beta_end"] <= scheduler["beta_start"]:
+        raise fail("scheduler_config.beta_end",
+                   f"greater than beta_start ({scheduler['beta_start']})", scheduler["beta_end"])
+    if scheduler["steps_offset"] >= scheduler["num_train_timesteps"]:
+        raise fail("scheduler_config.steps_offset",
+                   f"less than num_train_timesteps ({scheduler['num_train_timesteps']})",
+                   scheduler["steps_offset"])
+    data = metadata.get("data", {})
+    if data.get("image_size", unet["sample_size"]) != unet["sample_size"]:
+        raise fail("data.image_size", f"unet_config.sample_size ({unet['sample_size']})",
+                   data["image_size"])
+    if data.get("channels", unet["in_channels"]) != unet["in_channels"]:
+        raise fail("data.channels", f"unet_config.in_channels ({unet['in_channels']})",
+                   data["channels"])
+    low, high = data.get("data_range", (-1.0, 1.0))
+    if not low < high:
+        raise fail("data.data_range", "[low, high] with low < high", data["data_range"])
+    embeds = unet["num_class_embeds"]
+    conditioning = metadata.get("conditioning", {})
+    num_classes = conditioning.get("num_classes", embeds - 1)
+    null_class = conditioning.get("null_class", embeds - 1)
+    if num_classes >= embeds:
+        raise fail("conditioning.num_classes",
+                   f"less than unet_config.num_class_embeds ({embeds}): one embedding is the "
+                   "null class", num_classes)
+    if not num_classes <= null_class < embeds:
+        raise fail("conditioning.null_class",
+                   f"an integer in [{num_classes}, {embeds - 1}] (not a real class, below "
+                   "unet_config.num_class_embeds)", null_class)
+
+
+def load_metadata(path: str | Path | None = None) -> dict[str, Any]:
+    """The validated metadata (the ``.json`` file) of a model's weights file; default the
+    bundled model. Reads no weights and imports neither diffusers nor safetensors.
+
+    Raises:
+        FileNotFoundError: The weights or the metadata file is missing.
+        ValueError: ``path`` is not a ``.safetensors`` file, or the metadata is not valid JSON or
+            fails :func:`validate_metadata` (the message names the file and the field).
+    """
+    _, meta_path = _resolve_path(path)
+    return _read_metadata(meta_path)
+
+
+def _read_metadata(meta_path: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{meta_path}: not a UTF-8 text file ({exc})") from exc
+    return validate_metadata(metadata, meta_path)
+
+
+def _constructor_kwargs(section: dict[str, Any], cls: type, name: str, meta_path: Path
+                        ) -> dict[str, Any]:
+    """``section`` minus diffusers' private keys (``_class_name``, ...), every other key an
+    argument of ``cls``."""
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+    kwargs = {k: v for k, v in section.items() if not k.startswith("_")}
+    for key in kwargs:
+        if key not in allowed:
+            raise ValueError(f"{meta_path}: field {f'{name}.{key}'!r} is not an argument of "
+                             f"{cls.__name__}")
+    return kwargs
+
+
 def load_digits_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
@@ -117,13 +360,21 @@ def load_digits_model(
     Returns:
         A :class:`DigitsModel`.
 
+    The metadata is checked first (:func:`validate_metadata`: every field's presence, type and
+    range, with errors naming the file and the field); the UNet and the scheduler are then built
+    by their constructors from those checked keyword arguments (never ``from_config`` or
+    ``from_pretrained``, so a malformed file cannot turn into a Hub download), and every
+    floating-point tensor of the weights must be finite.
+
     Raises:
-        ValueError: ``path`` is not a ``.safetensors`` file, or its contents are not a valid
-            safetensors file matching the metadata.
+        ValueError: ``path`` is not a ``.safetensors`` file; the metadata is not valid JSON or
+            fails the schema; its contents are not a valid safetensors file matching the
+            metadata; or a tensor holds NaN or infinity (the message names the tensor).
         FileNotFoundError: The weights or the metadata file is missing.
         ImportError: diffusers or safetensors is missing (``pip install pint-parareal[diffusion]``).
     """
     weights, meta_path = _resolve_path(path)
+    metadata = _read_metadata(meta_path)
     try:
         from diffusers import DDIMScheduler, UNet2DModel
         from safetensors import SafetensorError
@@ -134,21 +385,32 @@ def load_digits_model(
             "pip install 'pint-parareal[diffusion]'"
         ) from exc
 
-    metadata = json.loads(meta_path.read_text())
+    # the constructors themselves, with keyword arguments: no from_config / from_pretrained,
+    # nothing that could read a Hub id or open a connection
+    unet_kwargs = _constructor_kwargs(metadata["unet_config"], UNet2DModel, "unet_config",
+                                      meta_path)
+    scheduler_kwargs = _constructor_kwargs(metadata["scheduler_config"], DDIMScheduler,
+                                           "scheduler_config", meta_path)
     try:
-        unet_config = metadata["unet_config"]
-        scheduler_config = metadata["scheduler_config"]
-    except KeyError as exc:
-        raise ValueError(
-            f"{meta_path} lacks {exc.args[0]!r}; not a pint_diffusion model file"
-        ) from exc
+        unet = UNet2DModel(**unet_kwargs)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise ValueError(f"{meta_path}: field 'unet_config' does not describe a UNet2DModel: "
+                         f"{exc}") from exc
+    try:
+        scheduler = DDIMScheduler(**scheduler_kwargs)
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        raise ValueError(f"{meta_path}: field 'scheduler_config' does not describe a "
+                         f"DDIMScheduler: {exc}") from exc
 
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"path {str(weights)!r} is not a valid safetensors file: {exc}") from exc
-
-    unet = UNet2DModel.from_config(unet_config)
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{weights}: tensor {name!r} has {bad} non-finite value(s) "
+                             f"(NaN or infinity) of {tensor.numel()}; the weights are corrupt")
     try:
         unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     except RuntimeError as exc:
@@ -164,7 +426,8 @@ def load_digits_model(
     unet.eval()
     unet.requires_grad_(False)
 
-    scheduler = DDIMScheduler.from_config(scheduler_config)
+    unet_config = metadata["unet_config"]
+    embeds = unet_config["num_class_embeds"]
     data = metadata.get("data", {})
     conditioning = metadata.get("conditioning", {})
     evaluation = metadata.get("evaluation", {})
@@ -172,9 +435,9 @@ def load_digits_model(
     return DigitsModel(
         unet=unet,
         scheduler=scheduler,
-        num_classes=int(conditioning.get("num_classes", 10)),
-        null_class=int(conditioning.get("null_class", 10)),
-        image_size=int(data.get("image_size", unet_config.get("sample_size", 8))),
+        num_classes=int(conditioning.get("num_classes", embeds - 1)),
+        null_class=int(conditioning.get("null_class", embeds - 1)),
+        image_size=int(unet_config["sample_size"]),
         data_range=(float(low), float(high)),
         guidance_scale=float(evaluation.get("guidance_scale", 2.0)),
         metadata=metadata,

@@ -1,0 +1,37 @@
+"""The algorithms, each a module over :mod:`pint.engine` and the shared iteration driver
+(:mod:`pint.algorithms.driver`):
+
+- :mod:`~pint.algorithms.parareal`: Parareal, batched and pipelined schedules, any transport;
+- :mod:`~pint.algorithms.picard`: Picard and quasi-Newton Picard over a (sliding) window;
+- :mod:`~pint.algorithms.serial`: the serial solve they converge to.
+"""
+
+from .driver import Extrapolated, InstabilityWarning, StopRule, Tolerance
+from .parareal import parareal, predicted_depth
+from .picard import (
+    Constant,
+    ExactFront,
+    Extrapolate,
+    Freeze,
+    Identity,
+    Secant,
+    picard,
+)
+from .serial import serial
+
+__all__ = [
+    "Constant",
+    "ExactFront",
+    "Extrapolate",
+    "Extrapolated",
+    "Freeze",
+    "Identity",
+    "InstabilityWarning",
+    "Secant",
+    "StopRule",
+    "Tolerance",
+    "parareal",
+    "picard",
+    "predicted_depth",
+    "serial",
+]

@@ -1,0 +1,313 @@
+"""What every iterative algorithm shares: input checks, the set of problems still iterating,
+the stopping rule, the callback, the history, and the assembled :class:`pint.Solution`.
+
+An algorithm (Parareal, Picard, ...) produces, for each iteration ``k``, the states of the
+problems still iterating and their residuals (the change since the last iteration, measured by
+the user's norm); :class:`Iterations` decides which problems stop, keeps the returned states,
+calls the callback and finally builds the :class:`pint.Solution`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from numbers import Integral, Real
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from ..engine import Engine, VectorField
+from ..solution import Solution, Stats
+
+__all__ = [
+    "Callback",
+    "Extrapolated",
+    "InstabilityWarning",
+    "Iterations",
+    "Norm",
+    "StopRule",
+    "Tolerance",
+]
+
+Norm = Callable[[Tensor], Tensor]
+"""Maps the change of one problem's states between two iterations to a scalar."""
+
+Callback = Callable[[int, Tensor, Tensor], None]
+"""``callback(k, ys, residual)`` after iteration ``k``."""
+
+
+class InstabilityWarning(UserWarning):
+    """The residuals of an iteration grow: the solve converges only by exactness, if at all."""
+
+
+@runtime_checkable
+class StopRule(Protocol):
+    """When a problem stops iterating: ``rule(residual, previous, tol)`` with the residual of
+    every problem still iterating, their residuals one iteration earlier (NaN where there is
+    none) and the tolerance; returns a boolean tensor, True where the problem stops."""
+
+    def __call__(self, residual: Tensor, previous: Tensor, tol: float) -> Tensor:
+        """True where the problem has converged."""
+        ...
+
+
+class Tolerance:
+    """Stop when the residual (the change of the states in the last iteration) is at most
+    ``tol``."""
+
+    def __repr__(self) -> str:
+        return "Tolerance()"
+
+    def __call__(self, residual: Tensor, previous: Tensor, tol: float) -> Tensor:
+        """``residual <= tol``."""
+        return residual <= tol
+
+
+class Extrapolated:
+    """Stop when the error *extrapolated from the contraction* is at most ``tol``.
+
+    With ``rho = f_k / f_{k-1}`` the ratio of the last two residuals, a contraction leaves an
+    error of at most ``f_k rho / (1 - rho)`` after iteration ``k``; the problem stops when
+    ``rho < 1`` and that bound is at most ``tol`` (or the residual is exactly 0). Safer than
+    :class:`Tolerance` on slowly contracting iterations, and it stops an iteration earlier on
+    fast ones.
+    """
+
+    def __repr__(self) -> str:
+        return "Extrapolated()"
+
+    def __call__(self, residual: Tensor, previous: Tensor, tol: float) -> Tensor:
+        """``rho < 1`` and ``residual * rho / (1 - rho) <= tol``."""
+        rho = residual / previous
+        bound = residual * rho / (1 - rho)
+        contracting = (rho < 1) & (bound <= tol)
+        return (residual == 0) | torch.nan_to_num(contracting.to(torch.bool), nan=0.0).bool()
+
+
+def check_grid(y0: object, t: object) -> None:
+    """``y0`` a finite floating tensor; ``t`` a strictly monotone finite grid like it."""
+    if not isinstance(y0, Tensor) or not y0.is_floating_point():
+        raise TypeError(f"y0 must be a floating-point torch.Tensor, got {_describe(y0)}")
+    if not isinstance(t, Tensor) or not t.is_floating_point():
+        raise TypeError(f"t must be a floating-point torch.Tensor, got {_describe(t)}")
+    if t.ndim != 1 or len(t) < 2:
+        raise ValueError(f"t must be 1-D with at least 2 points, got shape {tuple(t.shape)}")
+    if t.dtype != y0.dtype or t.device != y0.device:
+        raise ValueError(
+            f"t and y0 must share dtype and device, got t: {t.dtype} on {t.device}, "
+            f"y0: {y0.dtype} on {y0.device}"
+        )
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("t must be finite")
+    steps = t.diff()
+    if not (bool((steps > 0).all()) or bool((steps < 0).all())):
+        raise ValueError("t must be strictly increasing or strictly decreasing")
+    if not bool(torch.isfinite(y0).all()):
+        raise ValueError("y0 must be finite")
+
+
+def check_options(
+    y0: Tensor, t: Tensor, *, tol: object, max_iters: object, norm: object, stop: object,
+    independent: bool, limit: int,
+) -> int:
+    """Validate the options every iterative solver takes; returns ``max_iters`` resolved
+    (``None`` means ``limit``, the iterations after which the result is exact)."""
+    check_grid(y0, t)
+    if isinstance(tol, bool) or not isinstance(tol, Real) or not (
+            tol >= 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if max_iters is None:
+        max_iters = limit
+    elif isinstance(max_iters, bool) or not isinstance(max_iters, Integral) or max_iters < 0:
+        raise ValueError(f"max_iters must be a non-negative integer or None, got {max_iters!r}")
+    if norm is not None and not callable(norm):
+        raise TypeError(f"norm must be callable or None, got {type(norm).__name__}")
+    if not isinstance(stop, StopRule):
+        raise TypeError(f"stop must be a stopping rule such as pint.Tolerance() or "
+                        f"pint.Extrapolated(), got {stop!r}")
+    if independent and y0.ndim == 0:
+        raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
+    return min(int(max_iters), limit)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of dtype {value.dtype}"
+    return type(value).__name__
+
+
+def vectorize(f: Callable[..., Tensor], vectorized: bool) -> VectorField:
+    """``f`` as a batched vector field: itself when ``vectorized``, else vmapped over rows."""
+    if vectorized:
+        return f
+    batched = torch.func.vmap(f)
+
+    def field(*args: Tensor) -> Tensor:
+        try:
+            return batched(*args)
+        except RuntimeError as error:
+            error.add_note(
+                "pint vectorizes f over rows with torch.func.vmap; if f cannot be vmapped, "
+                "write it for a batch of rows (t: (R,), y: (R, *state)) and pass vectorized=True"
+            )
+            raise
+
+    return field
+
+
+class Iterations:
+    """The bookkeeping of an iterative solve of ``B`` independent problems.
+
+    Args:
+        y0: the problems' initial states, ``(B, *state)`` (``B = 1`` for a single problem).
+        points: the number of grid points whose states are returned (``N + 1``; on a rank of a
+            distributed solve, the points it owns).
+        tol, stop, norm, callback: the solver's options (``norm`` ``None``: the max norm).
+        max_iters: the most iterations.
+        exact_after: the iteration after which the result is exact (``N``).
+        store_iterates: keep the states after every iteration.
+        squeeze: a single problem (``y0`` had no batch axis): results drop the batch axis.
+        advice: what to do when the residuals keep growing; given, an
+            :class:`InstabilityWarning` with it is issued once when a problem's residual has
+            grown three iterations in a row.
+
+    Attributes:
+        active: the indices of the problems still iterating (``None``: all of them).
+        result: the returned states ``(points, B, *state)``, updated at every decision.
+        done: no problem iterates any more.
+    """
+
+    def __init__(
+        self, y0: Tensor, points: int, *, tol: float, stop: StopRule, norm: Norm | None,
+        max_iters: int, exact_after: int, callback: Callback | None = None,
+        store_iterates: bool = False, squeeze: bool = False, advice: str | None = None,
+    ) -> None:
+        self.batch = y0.shape[0]
+        self.tol, self.stop, self.norm = float(tol), stop, norm
+        self.max_iters, self.exact_after = max_iters, exact_after
+        self.callback, self.squeeze, self.advice = callback, squeeze, advice
+        self.active: Tensor | None = None
+        self.result = y0.unsqueeze(0).expand(points, *y0.shape).clone()
+        self.sample_iterations = torch.zeros(self.batch, dtype=torch.long)
+        self.previous = torch.full((self.batch,), math.nan, dtype=torch.float64)
+        self.growth = torch.zeros(self.batch, dtype=torch.long)
+        self.residuals: list[float] = []
+        self.iterates: list[Tensor] | None = [] if store_iterates else None
+        self.done = False
+        self.converged = False
+        self.converged_by: str | None = None
+        self._warned = False
+
+    def take(self, states: Tensor, dim: int = 0) -> Tensor:
+        """The entries of ``states`` (indexed by problem along ``dim``) still iterating."""
+        return states if self.active is None else states.index_select(dim, self.active)
+
+    def members(self, device: torch.device) -> Tensor:
+        """The problem index of each active problem."""
+        if self.active is None:
+            return torch.arange(self.batch, device=device)
+        return self.active.to(device)
+
+    def residual(self, change: Tensor) -> Tensor:
+        """One residual per active problem from ``change``, ``(points, S, *state)``: the
+        user's norm of each problem's change, or the largest absolute entry."""
+        if self.norm is None:
+            values = change.abs().transpose(0, 1).flatten(1).amax(1)
+        else:
+            values = torch.stack([torch.as_tensor(self.norm(change[:, i]))
+                                  for i in range(change.shape[1])])
+        values = values.to("cpu", torch.float64)
+        if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+            raise ValueError(f"the residual norm must return finite values >= 0, got "
+                             f"{values.tolist()}")
+        return values
+
+    def decide(self, k: int, residual: Tensor | None, current: Tensor, *,
+               exact: bool | None = None, stopping: Tensor | None = None) -> None:
+        """Iteration ``k`` is over: ``current`` holds the active problems' states (like
+        :attr:`result`, restricted to them along axis 1), ``residual`` their residuals
+        (``None`` for an iteration that has none, like Parareal's coarse sweep). Records the
+        states, stops the converged problems, and sets :attr:`done` when none is left.
+
+        ``exact`` (default: ``k >= exact_after``) says the states are now the serial solution;
+        ``stopping`` overrides the stopping rule (an algorithm with its own acceptance)."""
+        samples = self.active
+        cpu = slice(None) if samples is None else samples.cpu()
+        exact = k >= self.exact_after if exact is None else exact
+        shown = torch.full((self.batch,), math.nan, dtype=torch.float64)
+        if residual is not None:
+            shown[cpu] = residual
+            self.residuals.append(float(residual.max()))
+            self._watch(residual, cpu)
+        if stopping is None:
+            if residual is None:
+                stopping = torch.zeros(current.shape[1], dtype=torch.bool)
+            else:
+                stopping = self.stop(residual, self.previous[cpu], self.tol).cpu()
+        if residual is not None:
+            self.previous[cpu] = residual
+        if exact:
+            stopping = torch.ones_like(stopping)
+        if samples is None:
+            self.result = current.clone()
+        else:
+            self.result.index_copy_(1, samples.to(current.device), current)
+        self.sample_iterations[cpu] = k
+        if self.iterates is not None:
+            self.iterates.append(self.output(self.result).clone())
+        if self.callback is not None:
+            self.callback(k, self.output(self.result).clone(), shown[0] if self.squeeze else shown)
+        keep = ~stopping
+        if k >= self.max_iters or not bool(keep.any()):
+            self.done = True
+            self.converged = bool(stopping.all()) and (residual is not None or exact)
+            self.converged_by = None if not self.converged else (
+                "exactness" if exact else "tolerance")
+            return
+        if not bool(keep.all()):
+            positions = keep.nonzero().squeeze(1)
+            base = torch.arange(self.batch) if samples is None else samples.cpu()
+            self.active = base[positions].to(current.device)
+
+    def _watch(self, residual: Tensor, rows: slice | Tensor) -> None:
+        """Warn once when a problem's residual has grown three iterations in a row."""
+        if self.advice is None:
+            return
+        grew = residual > self.previous[rows]
+        self.growth[rows] = torch.where(grew, self.growth[rows] + 1, 0)
+        if not self._warned and bool((self.growth >= 3).any()):
+            self._warned = True
+            warnings.warn(f"the residuals have grown three iterations in a row: the iteration "
+                          f"diverges and can converge only by exactness. {self.advice}",
+                          InstabilityWarning, stacklevel=5)
+
+    def output(self, states: Tensor) -> Tensor:
+        """``states`` (``(points, B, *state)``) as returned: without the batch axis if squeezed."""
+        return states[:, 0] if self.squeeze else states
+
+    def solution(self, ys: Tensor, engine: Engine, wall_time: float,
+                 predicted: int | None = None, *, depth: int | None = None,
+                 evaluations: dict[str, int] | None = None) -> Solution:
+        """The :class:`pint.Solution` of the solve (``depth``/``evaluations`` default to the
+        engine's own counts)."""
+        counts = dict(engine.rows) if evaluations is None else evaluations
+        stats = Stats(
+            nfe=sum(counts.values()),
+            sequential_nfe=engine.rounds if depth is None else depth,
+            wall_time=wall_time,
+            predicted_sequential_nfe=predicted,
+            evaluations=counts,
+            calls=engine.calls,
+        )
+        return Solution(
+            ys=self.output(ys),
+            iterations=int(self.sample_iterations.max()),
+            converged=self.converged,
+            residuals=self.residuals,
+            stats=stats,
+            iterates=self.iterates,
+            sample_iterations=None if self.squeeze else self.sample_iterations,
+            converged_by=self.converged_by,
+        )

@@ -1,0 +1,436 @@
+"""Picard iterations over the whole grid, and their quasi-Newton acceleration.
+
+On a grid ``t_0 < ... < t_N`` (or decreasing), one propagator step per interval is a map
+``x_{j+1} = Phi_j(x_j)``. The serial solve applies the maps one after the other. A Picard-family
+iteration evaluates ``Phi_j(X_j)`` at every point of a window ``[b, e)`` in ONE batched round
+and updates the trajectory by the linearised recurrence (a scan, no evaluations)::
+
+    X'_b = X_b,    X'_{j+1} = Phi_j(X_j) + A_j (X'_j - X_j)
+
+``A_j = I`` is Picard iteration (waveform relaxation; ParaDiGMS for diffusion), ``A_j`` the
+Jacobian of ``Phi_j`` is Newton's method (DEER), and a secant estimate of it in between is a
+quasi-Newton method (:class:`Secant`). Whatever ``A_j``, the front ``X'_{b+1} = Phi_b(X_b)`` is
+exact, so the iteration never needs more than ``N`` rounds and equals :func:`pint.serial` then.
+
+Strategies, each an object: the Jacobian model (:class:`Identity`, :class:`Secant`), the initial
+guess (:class:`Constant`, :class:`Extrapolate`), the acceptance rule (:class:`ExactFront`:
+only the exact front is final and the problems stop by the stopping rule on the whole change;
+:class:`Freeze`: ParaDiGMS's acceptance of every front point whose change is below a tolerance,
+cheaper on smooth flows but able to lock in wrong states on expanding ones).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from ..engine import Engine, Propagation, Request, Task
+from ..propagators import Propagator
+from ..solution import Solution
+from .driver import Callback, Iterations, Norm, StopRule, Tolerance, check_options, vectorize
+from .parareal import check_propagators
+
+__all__ = [
+    "Acceptance",
+    "Constant",
+    "ExactFront",
+    "Extrapolate",
+    "Freeze",
+    "Identity",
+    "InitialGuess",
+    "JacobianModel",
+    "Secant",
+    "picard",
+]
+
+PointNorm = Callable[[Tensor, Tensor], Tensor]
+"""``norm(change, t)``: the change of the states at some points, ``(P, S, *state)``, with the
+points' times ``(P,)``, to one value per point and problem, ``(P, S)``."""
+
+
+# -- Jacobian models -----------------------------------------------------------------------
+@runtime_checkable
+class JacobianModel(Protocol):
+    """The factor ``A_j`` of the linearised recurrence, one scalar per step and problem."""
+
+    def prior(self, t: Tensor) -> Tensor:
+        """``A_j`` before any history, shape ``(N,)``, for the grid ``t``."""
+        ...
+
+    def estimate(self, j: Tensor, dphi_dx: Tensor, dx_dx: Tensor, current: Tensor) -> Tensor:
+        """``A`` at steps ``j`` from ``<dPhi, dX>`` and ``<dX, dX>`` (each ``(P, S)``) between
+        the last two evaluations; ``current`` the factors now. ``None``-free: return
+        ``current`` where there is nothing to learn."""
+        ...
+
+
+class Identity:
+    """``A_j = 1``: plain Picard iteration (ParaDiGMS, waveform relaxation)."""
+
+    learns = False
+
+    def __repr__(self) -> str:
+        return "Identity()"
+
+    def prior(self, t: Tensor) -> Tensor:
+        """Ones."""
+        return torch.ones(len(t) - 1, dtype=torch.float64)
+
+    def estimate(self, j: Tensor, dphi_dx: Tensor, dx_dx: Tensor, current: Tensor) -> Tensor:
+        """Ones, whatever the history."""
+        return current
+
+
+class Secant:
+    """A scalar secant estimate of ``dPhi_j/dx`` per step and problem (quasi-Newton Picard):
+    ``A_j = <dPhi, dX> / <dX, dX>`` from the last two evaluations at step ``j``, clipped to
+    ``[lower_j, upper_j]``.
+
+    Args:
+        prior: ``A_j`` before any history: a number or a tensor of ``N`` values (default 1,
+            Picard's choice).
+        lower, upper: clip bounds, numbers or tensors of ``N`` values (default: no clipping).
+    """
+
+    learns = True
+
+    def __init__(self, prior: float | Tensor = 1.0, lower: float | Tensor | None = None,
+                 upper: float | Tensor | None = None) -> None:
+        self._prior, self.lower, self.upper = prior, lower, upper
+
+    def __repr__(self) -> str:
+        return "Secant()"
+
+    def prior(self, t: Tensor) -> Tensor:
+        """The prior, one value per step."""
+        prior = torch.as_tensor(self._prior, dtype=torch.float64).cpu()
+        values = prior.expand(len(t) - 1).clone()
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError("Secant's prior must be finite")
+        return values
+
+    def estimate(self, j: Tensor, dphi_dx: Tensor, dx_dx: Tensor, current: Tensor) -> Tensor:
+        """The clipped secant where ``dX != 0``, else the current factor."""
+        known = dx_dx > 0
+        value = torch.where(known, dphi_dx / torch.where(known, dx_dx, 1), current)
+        if self.lower is not None:
+            value = torch.maximum(value, _at(self.lower, j, value))
+        if self.upper is not None:
+            value = torch.minimum(value, _at(self.upper, j, value))
+        return torch.where(known, value, current)
+
+
+def _at(bound: float | Tensor, j: Tensor, like: Tensor) -> Tensor:
+    """A bound (a number, or one value per step) at steps ``j``, shaped like ``like``."""
+    if isinstance(bound, Tensor) and bound.ndim == 1:
+        return bound.to(like)[j.to(like.device)].reshape(-1, *[1] * (like.ndim - 1))
+    return torch.as_tensor(bound, dtype=like.dtype, device=like.device)
+
+
+# -- initial guesses ---------------------------------------------------------------------
+@runtime_checkable
+class InitialGuess(Protocol):
+    """The trajectory the iteration starts from: a generator (like a propagation) that may
+    yield requests and returns the states at every grid point, ``(N + 1, S, *state)``."""
+
+    def guess(self, t: Tensor, y0: Tensor) -> Propagation:
+        """The initial trajectory for the problems ``y0`` (``(S, *state)``)."""
+        ...
+
+
+class Constant:
+    """Every point starts at ``y0`` (ParaDiGMS): no evaluation."""
+
+    def __repr__(self) -> str:
+        return "Constant()"
+
+    def guess(self, t: Tensor, y0: Tensor) -> Propagation:
+        """``y0`` at every point."""
+        return y0.unsqueeze(0).expand(len(t), *y0.shape).clone()
+        yield  # a generator that needs no evaluation
+
+
+class Extrapolate:
+    """One evaluation ``f(t_0, y0)`` and the straight line ``X_j = y0 + (t_j - t_0) f``:
+    for a diffusion probability-flow ODE it is DDIM's prediction of every point from the first
+    denoiser output, a far better start than the noise itself."""
+
+    def __repr__(self) -> str:
+        return "Extrapolate()"
+
+    def guess(self, t: Tensor, y0: Tensor) -> Propagation:
+        """The tangent line at ``t_0``."""
+        slope = yield Request(t[:1].expand(len(y0)), y0)
+        h = (t - t[0]).reshape(-1, 1, *[1] * (y0.ndim - 1))
+        return y0.unsqueeze(0) + h * slope.unsqueeze(0)
+
+
+# -- acceptance ------------------------------------------------------------------------
+@runtime_checkable
+class Acceptance(Protocol):
+    """How far the window's front moves after an iteration: ``advance(change, t, b, tol)``
+    with the change of the window's points ``b+1..e`` (``(P, S, *state)``) returns the new
+    front (at least ``b + 1``, the exact point), or ``None`` to keep the default."""
+
+    def advance(self, change: Tensor, t: Tensor, b: int, tol: float) -> int:
+        """The new front."""
+        ...
+
+
+class ExactFront:
+    """Only the exact front point is final (the front moves by one per iteration); problems
+    stop by the stopping rule on the change of their whole trajectory. Never locks in a wrong
+    state."""
+
+    freezes = False
+
+    def __repr__(self) -> str:
+        return "ExactFront()"
+
+    def advance(self, change: Tensor, t: Tensor, b: int, tol: float) -> int:
+        """``b + 1``."""
+        return b + 1
+
+
+class Freeze:
+    """ParaDiGMS's acceptance: after the exact front, every following point whose change is at
+    most ``tol`` for every problem is accepted too; the problems stop when the front reaches
+    the end.
+
+    Args:
+        norm: ``norm(change, t)`` per point and problem (see :data:`PointNorm`); default the
+            largest absolute entry.
+    """
+
+    freezes = True
+
+    def __init__(self, norm: PointNorm | None = None) -> None:
+        self.norm = norm
+
+    def __repr__(self) -> str:
+        return "Freeze()"
+
+    def errors(self, change: Tensor, t: Tensor) -> Tensor:
+        """The worst problem's error at each point, ``(P,)``."""
+        if self.norm is None:
+            per = change.abs().flatten(2).amax(2)
+        else:
+            per = self.norm(change, t)
+        return per.amax(1)
+
+    def advance(self, change: Tensor, t: Tensor, b: int, tol: float) -> int:
+        """Past the exact front and every following point within ``tol``."""
+        errors = self.errors(change, t)
+        above = (errors[1:] > tol).nonzero()
+        return b + (len(errors) if len(above) == 0 else 1 + int(above[0]))
+
+
+# -- the solver -------------------------------------------------------------------------
+def picard(
+    f: Callable[..., Tensor],
+    y0: Tensor,
+    t: Tensor,
+    *,
+    step: Propagator,
+    window: int | None = None,
+    tol: float = 1e-6,
+    max_iters: int | None = None,
+    norm: Norm | None = None,
+    stop: StopRule | None = None,
+    jacobian: JacobianModel | None = None,
+    initial: InitialGuess | None = None,
+    acceptance: Acceptance | None = None,
+    vectorized: bool = False,
+    independent: bool = False,
+    store_iterates: bool = False,
+    callback: Callback | None = None,
+    max_batch: int | None = None,
+) -> Solution:
+    """Solve ``dy/dt = f(t, y)`` on the grid ``t`` by Picard-family iterations.
+
+    Every iteration evaluates one ``step`` per interval of the window in one batched round and
+    updates the trajectory by the linearised recurrence of the module docstring.
+
+    Args:
+        f, y0, t, vectorized, independent, max_batch: as in :func:`pint.parareal`; ``t`` is the
+            grid of the steps (``N`` intervals).
+        step: the one-step propagator ``Phi_j`` on each interval, e.g. ``pint.RK4(1)``; at full
+            iterations the result equals ``pint.serial(f, y0, t, method=step)``.
+        window: how many intervals one iteration evaluates (ParaDiGMS's ``parallel``); the
+            window slides as its front becomes final. Default: all ``N``.
+        tol: the tolerance of the stopping rule (and of :class:`Freeze`).
+        max_iters: the most iterations; default ``N``, after which the result is exact.
+        norm: maps the change of one problem's whole trajectory between two iterations,
+            ``(N + 1, *state)``, to its residual; default the largest absolute entry.
+        stop: the stopping rule on the residual: :class:`pint.Tolerance` (default) or
+            :class:`pint.Extrapolated`. Tested only while the window reaches the end of the grid.
+        jacobian: :class:`Identity` (default: Picard) or :class:`Secant` (quasi-Newton).
+        initial: :class:`Constant` (default) or :class:`Extrapolate`.
+        acceptance: :class:`ExactFront` (default) or :class:`Freeze`.
+        store_iterates: keep the trajectory after every iteration.
+        callback: ``callback(k, ys, residual)`` after every iteration ``k`` (1 is the first), as
+            in :func:`pint.parareal`.
+
+    Returns:
+        A :class:`pint.Solution` with the trajectory at every point of ``t``.
+
+    Example:
+        >>> import torch, pint
+        >>> t = torch.linspace(0, 1, 21, dtype=torch.float64)
+        >>> y0 = torch.ones(1, dtype=torch.float64)
+        >>> sol = pint.picard(lambda t, y: -y, y0, t, step=pint.RK4(1), tol=1e-10,
+        ...                   jacobian=pint.Secant())
+        >>> serial = pint.serial(lambda t, y: -y, y0, t, method=pint.RK4(1))
+        >>> bool(torch.allclose(sol.ys, serial.ys, atol=1e-9)), sol.iterations < 20
+        (True, True)
+    """
+    stop = Tolerance() if stop is None else stop
+    n = len(t) - 1 if isinstance(t, Tensor) and t.ndim == 1 else 0
+    max_iters = check_options(y0, t, tol=tol, max_iters=max_iters, norm=norm, stop=stop,
+                              independent=independent, limit=max(n, 1))
+    check_propagators(step=step)
+    window = n if window is None else window
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= n:
+        raise ValueError(f"window must be an integer in [1, {n}] (the number of intervals), "
+                         f"got {window!r}")
+    jacobian = Identity() if jacobian is None else jacobian
+    initial = Constant() if initial is None else initial
+    acceptance = ExactFront() if acceptance is None else acceptance
+    for name, value, kind in (("jacobian", jacobian, JacobianModel),
+                              ("initial", initial, InitialGuess),
+                              ("acceptance", acceptance, Acceptance)):
+        if isinstance(value, type) or not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__name__} instance (see pint.picard), "
+                            f"got {value!r}")
+    states = y0 if independent else y0.unsqueeze(0)
+    iterations = Iterations(
+        states, n + 1, tol=float(tol), stop=stop, norm=norm, max_iters=max_iters,
+        exact_after=n, callback=callback, store_iterates=store_iterates,
+        squeeze=not independent,
+    )
+    engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
+    solver = Picard(engine, iterations, t, step, window, jacobian, initial, acceptance)
+    return solver.run()
+
+
+class Picard:
+    """The state of one Picard-family solve."""
+
+    def __init__(self, engine: Engine, iterations: Iterations, t: Tensor, step: Propagator,
+                 window: int, jacobian: JacobianModel, initial: InitialGuess,
+                 acceptance: Acceptance) -> None:
+        self.engine, self.it, self.t, self.step = engine, iterations, t, step
+        self.window, self.jacobian, self.initial, self.acceptance = (
+            window, jacobian, initial, acceptance)
+        self.n = len(t) - 1
+        self.batch = iterations.batch
+        self.factors = jacobian.prior(t).to(t.device).unsqueeze(1).repeat(1, self.batch)
+        self.learns = bool(getattr(jacobian, "learns", True))
+        self.seen_x: Tensor | None = None  # the last evaluated points and their images
+        self.seen_phi: Tensor | None = None
+
+    def evaluate(self, propagation: Propagation, label: str, k: int, points: Tensor,
+                 problems: Tensor) -> Tensor:
+        """Run one propagation to its end on the engine."""
+        out: list[Tensor] = []
+        self.engine.start(Task(propagation, out.append, label=label, iteration=k,
+                               points=points, problems=problems))
+        self.engine.run()
+        return out[0]
+
+    def run(self) -> Solution:
+        start = time.perf_counter()
+        y0 = self.it.result[0]
+        members = self.it.members(y0.device)
+        x = self.evaluate(self.initial.guess(self.t, y0), "initial", 0,
+                          torch.zeros(self.batch, dtype=torch.long), members)
+        x[0] = y0
+        if self.learns:
+            self.seen_x = torch.zeros_like(x[:-1])
+            self.seen_phi = torch.zeros_like(x[:-1])
+            self.seen = torch.zeros(self.n, self.batch, dtype=torch.bool)
+        self.it.result = x
+        b, k = 0, 0
+        try:
+            while not self.it.done:
+                k += 1
+                b = self.iterate(k, b)
+        finally:
+            self.engine.close()
+        return self.it.solution(self.it.result, self.engine, time.perf_counter() - start)
+
+    def iterate(self, k: int, b: int) -> int:
+        """Iteration ``k`` with the front at ``b``; returns the new front."""
+        e = min(b + self.window, self.n)
+        members = self.it.members(self.t.device)
+        x = self.it.take(self.it.result, dim=1)  # (N + 1, S, *state)
+        points = e - b
+        s = x.shape[1]
+        rows = x[b:e].flatten(0, 1)
+        index = torch.arange(b, e, device=self.t.device).repeat_interleave(s)
+        phi = self.evaluate(
+            self.step.propagate(self.t[index], self.t[index + 1], rows), "step", k,
+            index.cpu(), members.repeat(points),
+        ).reshape(points, *x.shape[1:])
+        a = self.factors[:, members]
+        if self.learns:
+            a = self.learn(b, e, members, x, phi, a)
+        new = self.scan(x, phi, a, b, e)
+        change = new - x
+        next_b = min(self.acceptance.advance(change[b + 1:e + 1], self.t[b + 1:e + 1], b,
+                                             self.it.tol), self.n)
+        exact = next_b >= self.n if getattr(self.acceptance, "freezes", False) else (
+            k >= self.n or b + 1 >= self.n)
+        if getattr(self.acceptance, "freezes", False):
+            errors = self.acceptance.errors(change[b + 1:e + 1], self.t[b + 1:e + 1])  # type: ignore[attr-defined]
+            residual = torch.full((s,), float(errors.max()), dtype=torch.float64)
+            stopping = torch.full((s,), next_b >= self.n)
+            self.it.decide(k, residual, new, exact=exact and self.it.tol == 0, stopping=stopping)
+        else:
+            residual = self.it.residual(change) if e == self.n else None
+            self.it.decide(k, residual, new, exact=exact)
+        return next_b
+
+    def learn(self, b: int, e: int, members: Tensor, x: Tensor, phi: Tensor,
+              a: Tensor) -> Tensor:
+        """Update the factors of steps ``b..e-1`` from the secant of the last two evaluations."""
+        assert self.seen_x is not None and self.seen_phi is not None
+        window = slice(b, e)
+        seen = self.seen[window][:, members.cpu()].to(x.device)
+        dx = x[b:e] - self.seen_x[window][:, members]
+        dphi = phi - self.seen_phi[window][:, members]
+        dims = tuple(range(2, x.ndim))
+        dx_dx = torch.where(seen, (dx * dx).sum(dims).double(), 0)
+        dphi_dx = (dphi * dx).sum(dims).double()
+        steps = torch.arange(b, e, device=x.device)
+        estimate = self.jacobian.estimate(steps, dphi_dx, dx_dx, a[window])
+        a = a.clone()
+        a[window] = estimate
+        self.factors[window.start:window.stop, members] = estimate
+        self.seen_x[window, members] = x[b:e]
+        self.seen_phi[window, members] = phi
+        self.seen[window, members.cpu()] = True
+        return a
+
+    def scan(self, x: Tensor, phi: Tensor, a: Tensor, b: int, e: int) -> Tensor:
+        """The linearised recurrence from the exact front ``b``: inside the window with the new
+        evaluations, beyond it (no evaluation) carrying the correction of the window's end."""
+        new = x.clone()
+        shape = (-1, *[1] * (x.ndim - 2))
+        if bool((a[b:] == 1).all()):  # Picard: a cumulative sum
+            new[b + 1:e + 1] = x[b] + (phi - x[b:e]).cumsum(0)
+            new[e + 1:] = x[e + 1:] + (new[e] - x[e])
+            return new
+        d = torch.zeros_like(x[b])
+        for j in range(b, e):
+            new[j + 1] = phi[j - b] + a[j].to(x.dtype).reshape(shape) * d
+            d = new[j + 1] - x[j + 1]
+        if e < self.n:
+            carry = a[e:].to(x.dtype).cumprod(0)
+            carry = carry.reshape(*carry.shape, *[1] * (x.ndim - 2))
+            new[e + 1:] = x[e + 1:] + carry * d
+        return new

@@ -1,0 +1,229 @@
+"""The sampler front-end: what every sampler shares.
+
+A sampler is a strategy object (:class:`pint_diffusion.SRDS`, :class:`~pint_diffusion.Picard`,
+:class:`~pint_diffusion.QuasiNewton`, :class:`~pint_diffusion.Serial`) with one method to
+implement, :meth:`Sampler.run`, which solves a :class:`Trajectory` with pint. Everything else is
+here, once: building the trajectory from a k-diffusion denoiser (:meth:`Sampler.sample`), the
+progress bar and the k-diffusion-style callback (:class:`Progress`), error messages in the
+sampler's terms, and the :class:`SamplerInfo` every sampler returns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import pint
+
+from ..steppers import Solver
+from .trajectory import Trajectory, probability_flow
+
+__all__ = ["DEFAULT_TOL", "Progress", "Sampler", "SamplerInfo", "check_tol"]
+
+DEFAULT_TOL = 1e-3
+"""Default tolerance of the parallel samplers: an RMS error of a sample's final state, in the
+units of ``x`` (data in ``[-1, 1]`` for image models)."""
+
+KCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """What a sampler did and cost (``return_info=True``).
+
+    Attributes:
+        iterations: iterations run (after SRDS's coarse pass; the most any sample needed).
+        sample_iterations: the iteration at which each sample stopped, shape ``(B,)``.
+        converged: whether every sample met the tolerance (or was solved exactly).
+        residuals: per iteration, the largest residual among the samples still iterating.
+        nfe: model evaluations, one per sample row (classifier-free guidance done by the model
+            itself counts once).
+        sequential_nfe: batched model calls on the critical path (the depth); serial sampling
+            with ``N`` Euler steps has depth ``N``.
+        predicted_sequential_nfe: the depth the schedule's recurrence predicts, where one exists.
+        wall_time: seconds.
+        calls: calls of the model (more than ``sequential_nfe`` when ``max_batch`` splits them).
+        blocks: SRDS's block boundaries, as indices into the schedule; ``None`` for the others.
+        iterates: with ``store_iterates=True``: the samples after each iteration (SRDS: the
+            coarse pass first), each like the result.
+    """
+
+    iterations: int
+    sample_iterations: Tensor
+    converged: bool
+    residuals: list[float]
+    nfe: int
+    sequential_nfe: int
+    predicted_sequential_nfe: int | None
+    wall_time: float
+    calls: int = 0
+    blocks: list[int] | None = None
+    iterates: list[Tensor] | None = None
+
+    @classmethod
+    def of(cls, solution: pint.Solution, batch: int, blocks: list[int] | None = None,
+           iterates: list[Tensor] | None = None) -> SamplerInfo:
+        """The info of a pint solution."""
+        stats = solution.stats
+        sample_iterations = solution.sample_iterations
+        if sample_iterations is None:
+            sample_iterations = torch.full((batch,), solution.iterations, dtype=torch.long)
+        return cls(
+            iterations=solution.iterations, sample_iterations=sample_iterations,
+            converged=solution.converged, residuals=solution.residuals, nfe=stats.nfe,
+            sequential_nfe=stats.sequential_nfe,
+            predicted_sequential_nfe=stats.predicted_sequential_nfe,
+            wall_time=stats.wall_time, calls=stats.calls, blocks=blocks, iterates=iterates,
+        )
+
+
+def check_tol(tol: object) -> float:
+    """A finite tolerance >= 0 (NumPy scalars welcome)."""
+    if isinstance(tol, bool) or not isinstance(tol, Real) or not (
+            float(tol) >= 0 and math.isfinite(float(tol))):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    return float(tol)
+
+
+def final_rms(change: Tensor) -> Tensor:
+    """The residual of a sample: the root-mean-square change of its final state."""
+    return change[-1].pow(2).mean().sqrt()
+
+
+class Progress:
+    """The progress bar and the k-diffusion callback of an iterative sampler.
+
+    ``progress(k, ys, residual)`` is a pint callback: it advances the bar, shows the largest
+    residual, keeps the samples if ``store`` and calls the user's ``callback`` with
+    ``{"x", "i", "sigma", "sigma_hat", "denoised", "residual"}``: the current samples (the
+    final states, which are the sampler's denoised output), the iteration, the last grid point
+    (twice), the samples again and the per-sample residual (NaN where undefined).
+    """
+
+    def __init__(self, trajectory: Trajectory, total: int, desc: str, disable: bool | None,
+                 callback: KCallback | None, store: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.trajectory, self.callback = trajectory, callback
+        self.iterates: list[Tensor] | None = [] if store else None
+        self.bar = tqdm(total=total, disable=disable, desc=desc, unit="it")
+
+    def __call__(self, k: int, ys: Tensor, residual: Tensor) -> None:
+        self.bar.update(1)
+        finite = residual[~torch.isnan(residual)]
+        if len(finite):
+            self.bar.set_postfix(residual=f"{float(finite.max()):.2e}")
+        samples = self.trajectory.output(ys[-1])
+        if self.iterates is not None:
+            self.iterates.append(samples.clone())
+        if self.callback is not None:
+            last = self.trajectory.grid[-1]
+            self.callback({"x": samples, "i": k, "sigma": last, "sigma_hat": last,
+                           "denoised": samples, "residual": residual})
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
+
+
+class Sampler:
+    """A sampling algorithm. Subclasses implement :meth:`run`.
+
+    Every sampler is used the same way: ``sampler.sample(model, x, sigmas, ...)`` for a
+    k-diffusion denoiser, or ``sampler.solve(trajectory)`` for any :class:`Trajectory` (a
+    diffusers scheduler's steps, flow matching), and by the pipelines, which take the sampler
+    object.
+    """
+
+    name = "sampler"
+
+    def run(self, trajectory: Trajectory, progress: Progress | None,
+            max_batch: int | None) -> tuple[pint.Solution, list[int] | None]:
+        """Solve ``trajectory``; returns pint's solution (with the states at the grid points
+        the algorithm keeps, the last one final) and SRDS's block boundaries (or ``None``)."""
+        raise NotImplementedError
+
+    def iterations_bound(self, trajectory: Trajectory) -> int:
+        """The most iterations (for the progress bar)."""
+        return trajectory.steps
+
+    def solve(self, trajectory: Trajectory, callback: KCallback | None = None,
+              disable: bool | None = None, *, store_iterates: bool = False,
+              max_batch: int | None = None) -> tuple[Tensor, SamplerInfo]:
+        """Sample ``trajectory``: the samples and the :class:`SamplerInfo`.
+
+        Raises:
+            ValueError: the model returned a non-finite value (the message names the step,
+                its noise level, the iteration and the samples).
+        """
+        progress = Progress(trajectory, self.iterations_bound(trajectory) + 1, self.name,
+                            disable, callback, store_iterates)
+        try:
+            with torch.no_grad():
+                solution, blocks = self.run(trajectory, progress, max_batch)
+        except pint.NonFiniteError as error:
+            raise ValueError(self.located(error, trajectory)) from error
+        finally:
+            progress.close()
+        samples = trajectory.output(solution.ys[-1])
+        return samples, SamplerInfo.of(solution, trajectory.batch, blocks, progress.iterates)
+
+    def located(self, error: pint.NonFiniteError, trajectory: Trajectory) -> str:
+        """The failure in the sampler's words."""
+        where = error.location
+        samples = f"sample{'s' if len(error.problems) > 1 else ''} " + ", ".join(
+            map(str, error.problems))
+        what = "the model returned a non-finite value" if where.evaluation is not None else (
+            "a state became non-finite")
+        return (f"{what} at {self.where(error, trajectory)}, iteration {where.iteration}, "
+                f"for {samples}")
+
+    def where(self, error: pint.NonFiniteError, trajectory: Trajectory) -> str:
+        """The grid point of a failure in words."""
+        return trajectory.describe(error.location.point)
+
+    def sample(
+        self,
+        model: Callable[..., Tensor],
+        x: Tensor,
+        sigmas: Tensor,
+        extra_args: dict[str, Any] | None = None,
+        callback: KCallback | None = None,
+        disable: bool | None = None,
+        *,
+        solver: Solver | None = None,
+        return_info: bool = False,
+        store_iterates: bool = False,
+        max_batch: int | None = None,
+    ) -> Tensor | tuple[Tensor, SamplerInfo]:
+        """Sample with a k-diffusion denoiser; k-diffusion's sampler signature.
+
+        Args:
+            model: a denoiser ``model(x, sigma, **extra_args) -> denoised`` with ``sigma`` of
+                shape ``(rows,)``; it is called with rows of several grid points at once.
+            x: the initial noise, already scaled by ``sigmas[0]``; shape ``(B, ...)``.
+            sigmas: the schedule, strictly decreasing, ``N + 1`` values (usually ending in 0).
+            extra_args: keyword arguments for ``model``; every tensor in it (nested in dicts,
+                lists and tuples too) whose leading axis is the batch is split per sample, a
+                leading axis of 1 is shared by all samples.
+            callback: k-diffusion-style callback, see :class:`Progress`.
+            disable: disable the progress bar.
+            solver: :class:`pint_diffusion.Euler` (default; DDIM for VP models) or ``Heun``.
+            return_info: also return a :class:`SamplerInfo`.
+            store_iterates: keep the samples after each iteration in the info.
+            max_batch: the most rows in one model call (bounds the memory of a call; same
+                samples and depth, more calls).
+
+        Returns:
+            The samples (like ``x``), or ``(samples, info)``.
+        """
+        trajectory = probability_flow(model, x, sigmas, extra_args, solver)
+        samples, info = self.solve(trajectory, callback, disable,
+                                   store_iterates=store_iterates, max_batch=max_batch)
+        return (samples, info) if return_info else samples

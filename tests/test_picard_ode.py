@@ -1,0 +1,133 @@
+"""pint.picard on ODEs: exact prefix, equal to pint.serial at full iterations for every
+strategy, convergence of the quasi-Newton variant, windows, bad input."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pint
+
+F64 = torch.float64
+
+
+def decay(t, y):
+    return -y * (1 + t)
+
+
+def oscillator(t, y):
+    return torch.stack([y[1], -y[0]])
+
+
+JACOBIANS = [pint.Identity(), pint.Secant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0)]
+INITIALS = [pint.Constant(), pint.Extrapolate()]
+ACCEPTANCES = [pint.ExactFront(), pint.Freeze()]
+
+
+@given(n=st.integers(1, 24), jacobian=st.sampled_from(JACOBIANS),
+       initial=st.sampled_from(INITIALS), acceptance=st.sampled_from(ACCEPTANCES),
+       window=st.one_of(st.none(), st.integers(1, 24)), step=st.sampled_from(["euler", "rk4"]),
+       problem=st.sampled_from([decay, oscillator]))
+@settings(max_examples=60, deadline=None)
+def test_full_iterations_equal_serial_for_every_strategy(n, jacobian, initial, acceptance,
+                                                         window, step, problem):
+    t = torch.linspace(0, 2, n + 1, dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    method = pint.Euler(1) if step == "euler" else pint.RK4(1)
+    serial = pint.serial(problem, y0, t, method=method)
+    sol = pint.picard(problem, y0, t, step=method, tol=0.0, jacobian=jacobian, initial=initial,
+                      acceptance=acceptance, window=None if window is None else min(window, n))
+    torch.testing.assert_close(sol.ys, serial.ys, rtol=1e-12, atol=1e-12)
+    assert sol.converged and sol.iterations <= n
+
+
+@pytest.mark.parametrize("jacobian", JACOBIANS, ids=repr)
+def test_exact_prefix_after_every_iteration(jacobian):
+    t = torch.linspace(0, 3, 17, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
+    sol = pint.picard(oscillator, y0, t, step=pint.RK4(1), tol=0.0, jacobian=jacobian,
+                      store_iterates=True)
+    for k, ys in enumerate(sol.iterates, start=1):
+        torch.testing.assert_close(ys[:k + 1], serial.ys[:k + 1], rtol=1e-12, atol=1e-13)
+
+
+def test_secant_beats_picard_on_a_stiffish_linear_problem():
+    """On y' = lam y the step is linear, so the secant is the exact Jacobian after one
+    history point: quasi-Newton converges in a few iterations, Picard needs many."""
+    lam = -8.0
+    t = torch.linspace(0, 1, 41, dtype=F64)
+    y0 = torch.ones(1, dtype=F64)
+    kw = dict(step=pint.Euler(1), tol=1e-10, initial=pint.Extrapolate())
+    qn = pint.picard(lambda t, y: lam * y, y0, t, jacobian=pint.Secant(), **kw)
+    plain = pint.picard(lambda t, y: lam * y, y0, t, **kw)
+    exact = (1 + lam / 40) ** torch.arange(41, dtype=F64)
+    torch.testing.assert_close(qn.ys[:, 0], exact, rtol=0, atol=1e-9)
+    assert qn.iterations <= 4 < plain.iterations
+    assert qn.converged_by == "tolerance"
+
+
+def test_extrapolated_stop_error_is_within_tolerance():
+    t = torch.linspace(0, 4, 81, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
+    for tol in (1e-4, 1e-7):
+        sol = pint.picard(oscillator, y0, t, step=pint.RK4(1), tol=tol, jacobian=pint.Secant(),
+                          stop=pint.Extrapolated(), initial=pint.Extrapolate())
+        assert sol.converged
+        assert float((sol.ys - serial.ys).abs().max()) <= 10 * tol
+
+
+def test_depth_is_one_round_per_iteration_plus_the_initial_evaluation():
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    y0 = torch.ones(1, dtype=F64)
+    for initial, extra in ((pint.Constant(), 0), (pint.Extrapolate(), 1)):
+        sol = pint.picard(decay, y0, t, step=pint.RK4(1), tol=0.0, max_iters=5, initial=initial)
+        assert sol.stats.sequential_nfe == 4 * 5 + extra
+        # the window runs from the exact front to the end: it shrinks by one per iteration
+        assert sol.stats.evaluations["step"] == 4 * (10 + 9 + 8 + 7 + 6)
+
+
+def test_sliding_window_and_independent_problems():
+    t = torch.linspace(0, 2, 31, dtype=F64)
+    y0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=F64)
+
+    def f(t, y, index):
+        return -y * (1 + index.to(y.dtype)[:, None])
+
+    serial = torch.stack([pint.serial(lambda t, y, i=i: -y * (1 + i), y0[i], t,
+                                      method=pint.Euler(1)).ys for i in range(3)], 1)
+    sol = pint.picard(f, y0, t, step=pint.Euler(1), window=8, tol=1e-12,
+                      jacobian=pint.Secant(), vectorized=True, independent=True)
+    torch.testing.assert_close(sol.ys, serial, rtol=0, atol=1e-10)
+    assert sol.sample_iterations.shape == (3,)
+
+
+def test_max_batch_gives_the_same_solution():
+    t = torch.linspace(0, 2, 21, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    a = pint.picard(oscillator, y0, t, step=pint.RK4(1), tol=1e-8, jacobian=pint.Secant())
+    b = pint.picard(oscillator, y0, t, step=pint.RK4(1), tol=1e-8, jacobian=pint.Secant(),
+                    max_batch=3)
+    assert torch.equal(a.ys, b.ys)
+    assert a.stats.sequential_nfe == b.stats.sequential_nfe < b.stats.calls
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    (dict(window=0), ValueError, "window must be"),
+    (dict(window=11), ValueError, "window must be"),
+    (dict(jacobian="secant"), TypeError, "jacobian must be"),
+    (dict(jacobian=pint.Secant), TypeError, "jacobian must be"),
+    (dict(initial=None, acceptance="freeze"), TypeError, "acceptance must be"),
+    (dict(step=pint.RK4), TypeError, r"step must be a propagator instance, e.g. RK4\(1\)"),
+    (dict(tol=math.nan), ValueError, "tol must be"),
+    (dict(stop="extrapolated"), TypeError, "stop must be"),
+])
+def test_bad_input(kwargs, error, message):
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    args = dict(step=pint.Euler(1))
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        pint.picard(decay, torch.ones(1, dtype=F64), t, **args)

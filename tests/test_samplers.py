@@ -1,0 +1,149 @@
+"""The sampler front-end: per-sample conditioning trees, the quasi-Newton sampler against
+k-diffusion, sampler objects, the extrapolated stop, max_batch."""
+
+import pytest
+import torch
+from test_srds import ToyDenoiser, karras
+
+import pint
+from pint_diffusion import (
+    SRDS,
+    Euler,
+    Heun,
+    Picard,
+    QuasiNewton,
+    Serial,
+    sample_quasi_newton,
+    sample_serial,
+    sample_srds,
+)
+from pint_diffusion.samplers import conditioned
+
+# Picard accepts points for the whole batch (ParaDiGMS): only its exact run is per-sample.
+SAMPLERS = [SRDS(blocks=6, tol=1e-2), QuasiNewton(tol=1e-2), Picard(tol=0.0)]
+
+
+class NestedDenoiser(ToyDenoiser):
+    """Conditioning as SDXL passes it: tensors inside a dict inside a list, plus a shared one."""
+
+    def __call__(self, x, sigma, cond=None):
+        out = super().__call__(x, sigma)
+        scale = cond["added"]["scale"].reshape(-1, 1, 1, 1)
+        shift = cond["pairs"][0][:, :, None, None]  # (rows, 3): one shift per channel
+        shared = cond["pairs"][1].reshape(-1, 3, 1, 1)  # leading 1: the same for every sample
+        assert cond["note"] == "kept"
+        return out * scale + shift + shared
+
+
+def nested(batch):
+    g = torch.Generator().manual_seed(3)
+    return {"cond": {"added": {"scale": torch.linspace(0.5, 1.5, batch)},
+                     "pairs": [torch.randn(batch, 3, generator=g), torch.randn(1, 3, generator=g)],
+                     "note": "kept"}}
+
+
+def select(args, i):
+    """Sample ``i``'s conditioning, the shared leaves kept."""
+    cond = args["cond"]
+    return {"cond": {"added": {"scale": cond["added"]["scale"][i:i + 1]},
+                     "pairs": [cond["pairs"][0][i:i + 1], cond["pairs"][1]], "note": "kept"}}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=repr)
+def test_nested_per_sample_conditioning_follows_each_sample(sampler):
+    """Samples converge at different iterations and leave the batch: each must still get its
+    own conditioning, so each equals its single-sample run."""
+    model = NestedDenoiser()
+    sigmas = karras(20)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 4, 4, generator=g) * 20.0
+    x[0] *= 0.01  # a sample that converges early
+    args = nested(4)
+    out, info = sampler.sample(model, x, sigmas, args, disable=True, return_info=True)
+    for i in range(4):
+        alone = sampler.sample(model, x[i:i + 1], sigmas, select(args, i), disable=True)
+        torch.testing.assert_close(out[i:i + 1], alone, rtol=0, atol=1e-5)
+    if not isinstance(sampler, Picard):  # Picard's window is shared by the batch
+        assert len(set(info.sample_iterations.tolist())) > 1
+
+
+def test_a_bad_leading_size_names_the_leaf():
+    with pytest.raises(ValueError, match=r"extra_args\['cond'\]\['pairs'\]\[0\] has leading "
+                                         r"size 2 but x has batch size 4"):
+        conditioned(lambda x, s, **k: x, {"cond": {"pairs": [torch.zeros(2, 3)]}}, 4)
+
+
+@pytest.mark.parametrize("name", ["euler", "heun"])
+def test_quasi_newton_at_full_iterations_is_k_diffusions_sampler(k_sampling, name):
+    model = ToyDenoiser()
+    sigmas = k_sampling.get_sigmas_karras(30, 0.02, 20.0)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 20.0
+    cond = torch.tensor([-0.3, 0.0, 0.4])
+    sampler = getattr(k_sampling, {"euler": "sample_euler", "heun": "sample_heun"}[name])
+    reference = sampler(model, x, sigmas, extra_args={"cond": cond}, disable=True)
+    solver = {"euler": Euler, "heun": Heun}[name]()
+    out, info = sample_quasi_newton(model, x, sigmas, {"cond": cond}, solver=solver, tol=0.0,
+                                    disable=True, return_info=True)
+    assert (out - reference).abs().max() <= 1e-5 * reference.abs().max()
+    assert info.converged
+
+
+def test_quasi_newton_default_tolerance_is_met_in_few_sequential_calls():
+    """The tolerance is an RMS error of the final state; the extrapolated stop must deliver
+    it (never a wrong sample marked converged), in far fewer calls than N."""
+    model = ToyDenoiser()
+    sigmas = karras(100)
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(5)) * 20.0
+    serial = sample_serial(model, x, sigmas, disable=True)
+    out, info = sample_quasi_newton(model, x, sigmas, disable=True, return_info=True)
+    rms = (out - serial).pow(2).flatten(1).mean(1).sqrt()
+    assert info.converged and bool((rms <= 1e-3).all())
+    _, srds = sample_srds(model, x, sigmas, disable=True, return_info=True)
+    assert info.sequential_nfe < srds.sequential_nfe < 100
+
+
+def test_sampler_objects_equal_the_functions():
+    model = ToyDenoiser()
+    sigmas = karras(16)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4)) * 20.0
+    assert torch.equal(SRDS(blocks=4).sample(model, x, sigmas, disable=True),
+                       sample_srds(model, x, sigmas, blocks=4, disable=True))
+    assert torch.equal(Serial().sample(model, x, sigmas, disable=True),
+                       sample_serial(model, x, sigmas, disable=True))
+
+
+def test_srds_extrapolated_stop_is_within_tolerance_and_not_later():
+    model = ToyDenoiser()
+    sigmas = karras(50)
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(6)) * 20.0
+    serial = sample_serial(model, x, sigmas, disable=True)
+    plain = SRDS(tol=1e-3).sample(model, x, sigmas, disable=True, return_info=True)
+    extra = SRDS(tol=1e-3, stop=pint.Extrapolated()).sample(model, x, sigmas, disable=True,
+                                                            return_info=True)
+    rms = (extra[0] - serial).pow(2).flatten(1).mean(1).sqrt()
+    assert bool((rms <= 1e-3).all())
+    assert extra[1].iterations <= plain[1].iterations
+
+
+@pytest.mark.parametrize("sampler", [*SAMPLERS, Serial()], ids=repr)
+def test_max_batch_changes_calls_not_samples(sampler):
+    model = ToyDenoiser()
+    sigmas = karras(12)
+    x = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(7)) * 20.0
+    a, ia = sampler.sample(model, x, sigmas, disable=True, return_info=True)
+    b, ib = sampler.sample(model, x, sigmas, disable=True, return_info=True, max_batch=2)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert ia.sequential_nfe == ib.sequential_nfe and ib.calls > ia.calls
+
+
+def test_non_finite_model_output_names_the_step_and_the_samples():
+    def model(x, sigma):
+        out = x / (1 + sigma.reshape(-1, 1) ** 2)
+        out[(sigma < 1.0) & (x[:, 0] > 0)] = float("nan")
+        return out
+
+    sigmas = karras(10)
+    x = torch.tensor([[1.0], [-1.0], [2.0]]) * 20.0
+    for sampler in (QuasiNewton(), Serial(), SRDS()):
+        with pytest.raises(ValueError, match=r"(step \d+ \(sigma|block \d) .*samples? 0"):
+            sampler.sample(model, x, sigmas, disable=True)
