@@ -263,3 +263,15 @@ def test_pipeline_for_folder(components, tmp_path):
         pipeline_for_folder(tmp_path, scheduler="NoSuchScheduler")
     with pytest.raises(FileNotFoundError, match=r"model_index\.json"):
         pipeline_for_folder(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("sampler", ["Picard", "QuasiNewton", "Serial"])
+def test_any_sampler_object_drives_the_pipeline(components, sampler):
+    import pint_diffusion
+
+    cls = getattr(pint_diffusion, sampler)
+    pipe = tiny_sd_pipeline(VP_SCHEDULERS["unipc3"](), components=components)
+    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, SD_CALL,
+                           cls() if sampler == "Serial" else cls(tol=0.0))
+    assert _relative_max(out.images, serial) < 1e-4
+    assert out.info.nfe >= PAR_STEPS * 2  # a SamplerInfo: one model row per sample and step

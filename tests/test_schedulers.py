@@ -34,6 +34,7 @@ from diffusers import (
 )
 
 import pint
+import pint_diffusion
 from pint_diffusion.schedulers import (
     SchedulerStepper,
     check_deterministic,
@@ -216,3 +217,18 @@ def test_any_block_boundaries_give_the_serial_loop(name, cuts, pipelined):
                         fine=trajectory.fine, tol=0, pipelined=pipelined, vectorized=True,
                         independent=True)
     assert (trajectory.output(sol.ys[-1]) - serial).abs().max() <= 1e-5 * serial.abs().max()
+
+
+@pytest.mark.parametrize("sampler", [
+    pytest.param(lambda: pint_diffusion.SRDS(tol=0.0), id="srds"),
+    pytest.param(lambda: pint_diffusion.Picard(tol=0.0), id="picard"),
+    pytest.param(lambda: pint_diffusion.QuasiNewton(tol=0.0), id="quasi-newton"),
+    pytest.param(lambda: pint_diffusion.Serial(), id="serial"),
+])
+@pytest.mark.parametrize("name", ["dpm2m-karras", "unipc3", "heun"])
+def test_every_sampler_object_solves_a_scheduler_trajectory(sampler, name):
+    sched, latents = ready(name)
+    serial = diffusers_loop(sched, latents)
+    samples, info = sampler().solve(scheduler_trajectory(sched, network, latents), disable=True)
+    assert (samples - serial).abs().max() <= 1e-5 * serial.abs().max()
+    assert info.converged
