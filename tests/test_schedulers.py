@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("diffusers")
 import diffusers
+from devices import DEVICES
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -75,7 +76,7 @@ def network(x: torch.Tensor, timesteps: torch.Tensor, index: torch.Tensor) -> to
 def diffusers_loop(scheduler, latents):
     """diffusers' serial sampling loop (what every pipeline does), on a copy."""
     sched = copy.deepcopy(scheduler)
-    index = torch.arange(len(latents))
+    index = torch.arange(len(latents), device=latents.device)
     x = latents
     for t in sched.timesteps:
         x_in = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
@@ -232,3 +233,16 @@ def test_every_sampler_object_solves_a_scheduler_trajectory(sampler, name):
     samples, info = sampler().solve(scheduler_trajectory(sched, network, latents), disable=True)
     assert (samples - serial).abs().max() <= 1e-5 * serial.abs().max()
     assert info.converged
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["dpm3m", "flow"])
+def test_on_every_device(device, name):
+    sched, latents = ready(name)
+    latents = latents.to(device)
+    sched.set_timesteps(STEPS, device=device)
+    serial = diffusers_loop(sched, latents)
+    samples, _ = pint_diffusion.SRDS(tol=0.0, blocks=3).solve(
+        scheduler_trajectory(sched, network, latents), disable=True)
+    assert samples.device == serial.device
+    assert (samples - serial).abs().max() <= 1e-5 * serial.abs().max()
