@@ -239,7 +239,10 @@ class SchedulerStepper:
         gen = torch.Generator().manual_seed(0)
         sample = torch.randn(shape, generator=gen).to(self.device, self.latent_dtype)
         snapshots: list[dict[str, Any]] = []
-        with torch.random.fork_rng(devices=[]):
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        # the seeds set below must not leak into the caller's random streams
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda
+                                   else []):
             for j, t in enumerate(self.timesteps):
                 if self._scales:  # as the pipelines do; idempotent, so it may run again
                     sched.scale_model_input(sample, t)

@@ -246,3 +246,12 @@ def test_on_every_device(device, name):
         scheduler_trajectory(sched, network, latents), disable=True)
     assert samples.device == serial.device
     assert (samples - serial).abs().max() <= 1e-5 * serial.abs().max()
+
+
+def test_the_dry_run_leaves_the_random_stream_alone():
+    sched, latents = ready("dpm2m")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    SchedulerStepper(sched, latents.shape[1:])
+    assert torch.equal(torch.rand(3), expected)
