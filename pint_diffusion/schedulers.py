@@ -233,12 +233,17 @@ class SchedulerStepper:
 
     # -- the dry run ---------------------------------------------------------------------
     def _dry_run(self, sched: Any) -> None:
-        """Replay the sampling loop with random model outputs; record the state before each
-        step and refuse a scheduler whose step is random."""
-        shape = torch.Size((1, *self.latent_shape))
+        """Replay the sampling loop with stand-in model outputs; record the state before each
+        step and refuse a scheduler whose step is random (checked on the first 3 steps and 16
+        spread over the schedule, each stepped twice under different seeds)."""
+        # one element per sample suffices to learn the scheduler's bookkeeping: every step is
+        # elementwise in the latents (thresholding, which is not, breaks the ODE view anyway)
+        shape = torch.Size((1,) * (1 + len(self.latent_shape)))
         gen = torch.Generator().manual_seed(0)
         sample = torch.randn(shape, generator=gen).to(self.device, self.latent_dtype)
         snapshots: list[dict[str, Any]] = []
+        n = len(self.timesteps)  # the randomness check runs on 3 + 16 steps spread over them
+        checked = {0, 1, 2, *torch.linspace(0, n - 1, 16).round().long().tolist()}
         cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         # the seeds set below must not leak into the caller's random streams
         with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda
@@ -247,13 +252,20 @@ class SchedulerStepper:
                 if self._scales:  # as the pipelines do; idempotent, so it may run again
                     sched.scale_model_input(sample, t)
                 snapshots.append(_snapshot(sched))
-                out = torch.randn(shape, generator=gen).to(self.device, self.latent_dtype)
+                # a tame stand-in for the model (epsilon ~ x: Gaussian data), so that long
+                # schedules do not overflow
+                noise = torch.randn(shape, generator=gen).to(self.device, self.latent_dtype)
+                out = 0.5 * sample.to(self.latent_dtype) + 0.1 * noise
+                if j not in checked:
+                    sample = sched.step(out, t, sample, **self.step_kwargs, return_dict=False)[0]
+                    continue
                 twin = copy.deepcopy(sched)
                 torch.manual_seed(1)
                 a = twin.step(out, t, sample, **self.step_kwargs, return_dict=False)[0]
                 torch.manual_seed(2)
                 sample = sched.step(out, t, sample, **self.step_kwargs, return_dict=False)[0]
-                if not torch.equal(a, sample):
+                if not torch.equal(a.isnan(), sample.isnan()) or not torch.equal(
+                        a.nan_to_num(), sample.nan_to_num()):
                     raise ValueError(
                         f"{self.cls.__name__}.step is not deterministic (step {j} gave different "
                         f"results under different random seeds); parallel sampling needs a "
