@@ -322,8 +322,30 @@ class _Loop:
                        batched=self.family.batched_guidance)
         trajectory = scheduler_trajectory(copy.deepcopy(self.scheduler), model, sample,
                                           step_kwargs=kwargs)
+        _check_sampler(self.sampler, trajectory, self.scheduler)
         samples, self.info = self.sampler.solve(trajectory, disable=self.disable)
         return samples
+
+
+def _check_sampler(sampler: Any, trajectory: Any, scheduler: Any) -> None:
+    """Refuse Picard-type samplers with a tolerance on schedulers that keep history.
+
+    Picard and quasi-Newton iterate every step's state at once; with a multistep scheduler the
+    state holds its history, whose update is not a contraction: on the bundled digits model
+    (N = 100, default tolerance) quasi-Newton stopped far from the serial result with DPM++ 2M
+    and PNDM and Picard overflowed, while both were fine with Euler. At ``tol=0`` (full
+    iterations) they are exact, so that stays allowed.
+    """
+    from .samplers import Picard, QuasiNewton
+
+    if isinstance(sampler, Picard | QuasiNewton) and sampler.tol > 0 and \
+            trajectory.y0.shape[1] > 1:
+        raise ValueError(
+            f"{type(sampler).__name__}(tol={sampler.tol:g}) is not reliable with "
+            f"{type(scheduler).__name__}, which keeps history between steps (it can stop far "
+            f"from the serial result); use pint_diffusion.SRDS(...), tol=0, or a scheduler "
+            f"without history (DDIMScheduler, EulerDiscreteScheduler, "
+            f"FlowMatchEulerDiscreteScheduler)")
 
 
 #: Pipeline call options the parallel loop cannot honour, with their harmless values.

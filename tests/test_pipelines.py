@@ -275,3 +275,19 @@ def test_any_sampler_object_drives_the_pipeline(components, sampler):
                            cls() if sampler == "Serial" else cls(tol=0.0))
     assert _relative_max(out.images, serial) < 1e-4
     assert out.info.nfe >= PAR_STEPS * 2  # a SamplerInfo: one model row per sample and step
+
+
+def test_picard_type_samplers_need_tol_0_with_multistep_schedulers(components):
+    import pint_diffusion
+
+    par = ParallelStableDiffusionPipeline.from_pipe(
+        tiny_sd_pipeline(VP_SCHEDULERS["unipc3"](), components=components))
+    for sampler in (pint_diffusion.QuasiNewton(), pint_diffusion.Picard()):
+        with pytest.raises(ValueError, match="UniPCMultistepScheduler, which keeps history"):
+            par("a cat", num_inference_steps=4, output_type="latent", sampler=sampler)
+    # without history (Euler) a tolerance is fine
+    euler = ParallelStableDiffusionPipeline.from_pipe(
+        tiny_sd_pipeline(VP_SCHEDULERS["euler"](), components=components))
+    out = euler("a cat", num_inference_steps=4, output_type="latent",
+                sampler=pint_diffusion.QuasiNewton())
+    assert out.info.sequential_nfe <= 4
