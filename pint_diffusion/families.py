@@ -30,22 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FamilyCall", "FluxCall", "Guided", "SD3Call", "UNetCall", "cat_tree", "take"]
+from .samplers.conditioning import per_row
 
-
-def take(tree: Any, index: Tensor, batch: int) -> Any:
-    """Pick rows ``index`` of every leaf of ``tree`` whose leading axis is the batch.
-
-    ``tree`` is nested dicts, lists and tuples; a tensor leaf with ``batch`` rows is indexed,
-    every other leaf (shared tensors such as Flux's ``img_ids``, numbers, None) passes unchanged.
-    """
-    if isinstance(tree, dict):
-        return {k: take(v, index, batch) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(take(v, index, batch) for v in tree)
-    if isinstance(tree, Tensor) and tree.ndim > 0 and tree.shape[0] == batch:
-        return tree[index.to(tree.device)]
-    return tree
+__all__ = ["FamilyCall", "FluxCall", "Guided", "SD3Call", "UNetCall", "cat_tree"]
 
 
 def cat_tree(a: Any, b: Any, rows: int) -> Any:
@@ -191,10 +178,10 @@ class Guided:
 
     def __call__(self, x: Tensor, timesteps: Tensor, index: Tensor) -> Tensor:
         """The guided model output of rows ``x`` (samples ``index``) at ``timesteps``."""
-        cond = take(self.cond, index, self.batch)
+        cond = per_row(self.cond, index, self.batch)
         if self.uncond is None:
             return self.call(x, timesteps, cond)
-        uncond = take(self.uncond, index, self.batch)
+        uncond = per_row(self.uncond, index, self.batch)
         if self.batched:
             both = self.call(torch.cat([x, x]), torch.cat([timesteps, timesteps]),
                              cat_tree(uncond, cond, len(index)))

@@ -286,7 +286,8 @@ class _Loop:
                kwargs: dict[str, Any]) -> torch.Tensor:
         import copy
 
-        from .families import Guided, take
+        from .families import Guided
+        from .samplers.conditioning import per_row
         from .schedulers import scheduler_trajectory
 
         if args:
@@ -311,8 +312,8 @@ class _Loop:
             scale = float(values[0])
             if self.family.batched_guidance and len(calls) == 1 and rows == 2 * batch:
                 half = torch.arange(batch, device=sample.device)
-                uncond = take(cond, half, 2 * batch)
-                cond = take(cond, half + batch, 2 * batch)
+                uncond = per_row(cond, half, 2 * batch)
+                cond = per_row(cond, half + batch, 2 * batch)
             elif not self.family.batched_guidance and len(calls) == 2 and rows == batch:
                 _, uncond = self.family.from_call(capture.model, *calls[1])
             else:

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
-from pint_diffusion.families import FamilyCall, Guided, SD3Call, UNetCall, cat_tree, take
+from pint_diffusion.families import FamilyCall, Guided, SD3Call, UNetCall, cat_tree
 from pint_diffusion.parameterizations import (
     Epsilon,
     FlowDenoiser,
@@ -23,15 +23,12 @@ from pint_diffusion.parameterizations import (
 )
 
 
-def test_take_walks_dicts_lists_and_tuples():
-    tree = {"a": torch.arange(4.0), "b": [torch.ones(4, 2), (torch.zeros(3), None)], "c": 7}
-    picked = take(tree, torch.tensor([2, 0]), 4)
-    assert picked["a"].tolist() == [2.0, 0.0]
-    assert picked["b"][0].shape == (2, 2)
-    assert picked["b"][1][0].shape == (3,) and picked["b"][1][1] is None  # not per sample
-    assert picked["c"] == 7
-    both = cat_tree(picked, picked, 2)
-    assert both["a"].tolist() == [2.0, 0.0, 2.0, 0.0] and both["b"][1][0].shape == (3,)
+def test_cat_tree_walks_dicts_lists_and_tuples():
+    tree = {"a": torch.arange(2.0), "b": [torch.ones(2, 2), (torch.zeros(3), None)], "c": 7}
+    both = cat_tree(tree, tree, 2)
+    assert both["a"].tolist() == [0.0, 1.0, 0.0, 1.0] and both["b"][0].shape == (4, 2)
+    assert both["b"][1][0].shape == (3,) and both["b"][1][1] is None  # not per sample
+    assert both["c"] == 7
     with pytest.raises(ValueError, match="differ in keys"):
         cat_tree({"a": torch.ones(1)}, {"b": torch.ones(1)}, 1)
 
