@@ -208,7 +208,7 @@ def run_samplers(steps: int, samples: int) -> list[dict[str, Any]]:
                            iterations=info.iterations, sequential_calls=info.sequential_nfe,
                            rms=float((out - serial).pow(2).mean().sqrt()))
             except ValueError as error:  # a non-finite model output
-                row.update(outcome="overflow: " + str(error).split(",")[0])
+                row.update(outcome="overflow: " + str(error).split(" (")[0])
             rows.append(row)
             print(f"samplers {name:10s} {row['sampler']:40s} {row['outcome']} "
                   f"{row.get('sequential_calls')} {row.get('rms')}", flush=True)
