@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test docs bench bench-gpu test-gpu lint clean
+.PHONY: demo test docs bench bench-gpu bench-pymgrit test-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,8 @@ $(VENV)/.installed-docs: $(STAMP)
 docs: $(VENV)/.installed-docs
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
-# Quick mode of every benchmark (under 10 minutes on 2 CPU cores); rewrites benchmarks/results/.
+# Quick mode of every benchmark (about an hour on 2 CPU cores, most of it the N = 1000 runs of
+# benchmarks/quasi_newton.py); rewrites benchmarks/results/.
 # torchdyn (peer of the ODE benchmark) declares dependencies that pull a CUDA torch: --no-deps.
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps "torchdyn==1.0.6" "torchcde==0.2.5" attrs \
@@ -42,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/parareal_ode.py --quick
 	$(BIN)/python benchmarks/torchdyn_ode.py --quick
 	$(BIN)/python benchmarks/diffusion.py --quick
+	$(BIN)/python benchmarks/quasi_newton.py --quick
 	$(BIN)/python benchmarks/sd.py --quick
 	$(BIN)/python benchmarks/srds_default_tol.py
 	$(BIN)/python benchmarks/srds_limits.py --quick
@@ -58,9 +60,19 @@ test-gpu: $(STAMP)
 # The GPU benchmark (under 8 minutes on one H100): benchmarks/results/gpu_<device>.{json,md}.
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu.py
+# The peer check against PyMGRIT (benchmarks/pymgrit_heat.py): PyMGRIT 1.0.6 needs numpy<2 and
+# mpi4py (its MPI from the mpich wheel), so it gets a venv of its own, created here once.
+PYMGRIT_VENV ?= .venv-pymgrit
+$(PYMGRIT_VENV)/.installed:
+	test -x $(PYMGRIT_VENV)/bin/python || $(PYTHON) -m venv $(PYMGRIT_VENV)
+	$(PYMGRIT_VENV)/bin/python -m pip install -q "pymgrit==1.0.6" "numpy<2" mpich
+	touch $@
+
+bench-pymgrit: $(STAMP) $(PYMGRIT_VENV)/.installed
+	$(BIN)/python benchmarks/pymgrit_heat.py --peer-python $(PYMGRIT_VENV)/bin/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .hypothesis docs/_build docs/auto_examples docs/sg_execution_times.rst
+	rm -rf $(VENV) $(PYMGRIT_VENV) demo-output .pytest_cache .hypothesis docs/_build docs/auto_examples docs/sg_execution_times.rst

@@ -227,11 +227,23 @@ class DiffusersDenoiser(nn.Module):
             )
         self.unet = unet
         self.scheduler = copy.deepcopy(scheduler)
-        self.guidance_scale = float(guidance_scale)
+        self.guidance_scale = guidance_scale
         self.timesteps: Tensor | None = None
         self._num_inference_steps: int | None = None
         self._table_sigmas: Tensor | None = None  # float64, CPU: the evaluable schedule points
         self._table_timesteps: Tensor | None = None  # the model timestep of each of them
+
+    @property
+    def guidance_scale(self) -> float:
+        """The classifier-free guidance weight (finite; may be changed between calls)."""
+        return self._guidance_scale
+
+    @guidance_scale.setter
+    def guidance_scale(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+                value):
+            raise ValueError(f"guidance_scale must be a finite number, got {value!r}")
+        self._guidance_scale = float(value)
 
     # ------------------------------------------------------------------ schedule
     def sigmas(
@@ -278,6 +290,11 @@ class DiffusersDenoiser(nn.Module):
             sigmas = denoiser.sigmas(50)
             denoiser.timesteps  # the scheduler's 50 timesteps, one per sigmas[:-1]
         """
+        limit = self.scheduler.config.num_train_timesteps
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or (
+                not 1 <= num_inference_steps <= limit):
+            raise ValueError(f"num_inference_steps must be an integer in [1, {limit}] (the "
+                             f"scheduler's training timesteps), got {num_inference_steps!r}")
         sched = self.scheduler
         sched.set_timesteps(num_inference_steps)
         timesteps = sched.timesteps.detach().cpu()

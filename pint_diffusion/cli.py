@@ -1,7 +1,8 @@
 """The ``pint-diffusion`` command: ``demo`` and ``sample``.
 
-``pint-diffusion demo`` runs the main job on the bundled digits model (serial DDIM
-against pipelined SRDS, with the table and figures); ``pint-diffusion sample`` draws
+``pint-diffusion demo`` runs the main job on the bundled digits model (serial DDIM against
+the parallel samplers, for one sample's latency and for a batch's throughput, with the tables
+and figures); ``pint-diffusion sample`` draws
 samples from the bundled model (by class) or from a local diffusers Stable Diffusion
 folder (by prompt, loaded with ``local_files_only=True``), serially, with SRDS or with
 Picard iterations. Every subcommand has ``--help``.
@@ -27,7 +28,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,7 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
         errors.append(f"argument --steps: {args.steps} exceeds the model's {limit} training "
                       "timesteps")
     if args.blocks is not None and args.blocks > args.steps:
-        what = "window" if args.sampler == "picard" else "blocks"
+        what = "blocks" if args.sampler == "srds" else "window"
         errors.append(f"argument --blocks: the {what} ({args.blocks}) cannot exceed --steps "
                       f"({args.steps})")
     if not errors:  # last: it may create the output folder
@@ -185,31 +186,46 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import format_table, run_demo
+    from .demo import format_tables, run_demo, summary
 
-    rows = run_demo(args.out, args.steps, seeds=args.seeds, tol=args.tol, disable=args.quiet)
-    print(format_table(rows))
+    result = run_demo(args.out, args.steps, seeds=args.seeds, tol=args.tol, disable=args.quiet,
+                      repeats=args.repeats, sweep=dict(args.sweep))
+    print(format_tables(result))
     from .metrics import DigitsMetric
 
     reference = DigitsMetric().reference_frechet_distance(num_samples=10 * args.seeds)
     print(f"\nFD of real held-out digits against real training digits at the same sample "
           f"count: {reference:.2f} (the metric's own noise floor)")
-    print(f"figures in {args.out}/: samples_*.png, refinement_*.png, residuals_*.png")
+    print(f"\n{summary(result)}")
+    print(f"\nfigures in {args.out}/: samples_*.png, refinement_*.png, residuals_*.png"
+          + (", latency_vs_batch.png" if result.points else ""))
 
 
-def _sampler(args: argparse.Namespace) -> Callable[..., Any]:
-    """The sampler ``--sampler`` names, with its options bound."""
-    from functools import partial
+def _sweep_entry(text: str) -> tuple[int, list[int]]:
+    """``"100:1,2,4"`` -> ``(100, [1, 2, 4])``."""
+    try:
+        steps, batches = text.split(":")
+        entry = int(steps), [int(b) for b in batches.split(",")]
+    except ValueError:
+        entry = (0, [])
+    if entry[0] < 1 or not entry[1] or min(entry[1]) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--sweep entries must be STEPS:B1,B2,... with positive integers, got {text!r}")
+    return entry
 
-    from . import Heun, sample_picard, sample_serial, sample_srds
 
-    solver = Heun() if args.solver == "heun" else None
+def _sampler(args: argparse.Namespace) -> Any:
+    """The sampler object ``--sampler`` names, with its options (``--blocks`` is SRDS's block
+    count, or the window of Picard and quasi-Newton)."""
+    from . import SRDS, Picard, QuasiNewton, Serial
+
     if args.sampler == "serial":
-        return partial(sample_serial, solver=solver)
+        return Serial()
     if args.sampler == "picard":
-        return partial(sample_picard, solver=solver, tol=args.tol,
-                       window=args.blocks)  # --blocks doubles as Picard's window
-    return partial(sample_srds, solver=solver, tol=args.tol, blocks=args.blocks)
+        return Picard(window=args.blocks, tol=args.tol)
+    if args.sampler == "srds":
+        return SRDS(blocks=args.blocks, tol=args.tol)
+    return QuasiNewton(window=args.blocks, tol=args.tol)
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -235,8 +251,11 @@ def _sample_bundled(args: argparse.Namespace) -> None:
     x = denoiser.to_ve(noise, sigmas[0])
     extra = {"class_labels": labels, "uncond_class_labels": torch.full_like(labels,
                                                                              model.null_class)}
-    samples, info = _sampler(args)(denoiser, x, sigmas, extra_args=extra, disable=args.quiet,
-                                   return_info=True)
+    from . import Heun
+
+    samples, info = _sampler(args).sample(denoiser, x, sigmas, extra, disable=args.quiet,
+                                          solver=Heun() if args.solver == "heun" else None,
+                                          return_info=True)
     images = denoiser.from_ve(samples, sigmas[-1])
     with atomic_path(args.out) as tmp:  # the grid goes to a temporary file, then is renamed
         save_grid(images, tmp, columns=min(args.num, 8))
@@ -323,6 +342,7 @@ def _sample_pipeline(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pint-diffusion``."""
+    from .demo import DEFAULT_SWEEP
     from .samplers import DEFAULT_TOL
 
     parser = argparse.ArgumentParser(
@@ -331,17 +351,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
-        "demo", help="serial DDIM vs pipelined SRDS on the bundled digits model",
-        description="Sample every digit class with several seeds, serially and with SRDS, "
-                    "print a table and write figures.")
+        "demo", help="serial vs parallel samplers on the bundled digits model: latency and "
+                     "throughput",
+        description="Sample with serial DDIM and the parallel samplers on the bundled digits "
+                    "model, one sample per call (latency) and every class with several seeds "
+                    "at once (throughput); print both tables and where each regime wins, and "
+                    "write sample grids, SRDS's refinement and residual figures and "
+                    "latency_vs_batch.png.")
     demo.add_argument("--out", type=Path, default=Path("demo-output"),
                       help="output folder (created if missing)")
     demo.add_argument("--steps", type=positive_int, nargs="+", default=[25, 100, 1000],
                       help="numbers of DDIM steps (default: 25 100 1000)")
-    demo.add_argument("--seeds", type=positive_int, default=3, help="samples per class")
+    demo.add_argument("--seeds", type=positive_int, default=2,
+                      help="samples per class in the throughput batch")
     demo.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
-                      help="SRDS tolerance (a finite number >= 0)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+                      help="the parallel samplers' tolerance (a finite number >= 0)")
+    demo.add_argument("--repeats", type=positive_int, default=3,
+                      help="calls per sampler for the one-sample latency (median; default 3)")
+    demo.add_argument("--sweep", type=_sweep_entry, nargs="*",
+                      default=[(n, list(b)) for n, b in DEFAULT_SWEEP.items()],
+                      metavar="STEPS:B1,B2,...",
+                      help="batch sizes of latency_vs_batch.png per number of steps (default: "
+                           + " ".join(f"{n}:{','.join(map(str, b))}"
+                                      for n, b in DEFAULT_SWEEP.items())
+                           + "; sizes above the batch are capped at it; none: no figure)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars or lines")
     demo.set_defaults(run=_demo, check=_check_demo, command_parser=demo)
 
     sample = commands.add_parser(
@@ -358,12 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
                              f"bundled model, {DEFAULT_NUM['pipeline']} for --model PATH); "
                              "several are written as one grid")
     sample.add_argument("--steps", type=positive_int, default=100, help="DDIM steps")
-    sample.add_argument("--sampler", choices=["serial", "srds", "picard"], default="srds")
+    sample.add_argument("--sampler", choices=["quasi-newton", "srds", "picard", "serial"],
+                        default="quasi-newton",
+                        help="quasi-newton (default: the fewest sequential model calls), srds, "
+                             "picard (ParaDiGMS) or serial")
     sample.add_argument("--solver", choices=["euler", "heun"], default="euler",
                         help="step rule (euler = DDIM)")
     sample.add_argument("--blocks", type=positive_int, default=None,
-                        help="SRDS blocks (Picard: window), at most --steps; default "
-                             "2 sqrt(steps) (Picard: all)")
+                        help="SRDS blocks (quasi-newton, picard: window), at most --steps; "
+                             "default 2 sqrt(steps) (window: all)")
     sample.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
                         help="tolerance (a finite number >= 0)")
     sample.add_argument("--seed", type=_seed, default=0, help="seed of the initial noise")

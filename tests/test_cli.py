@@ -27,7 +27,7 @@ def test_help_everywhere(capsys):
     assert "--sampler" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("sampler", ["serial", "srds", "picard"])
+@pytest.mark.parametrize("sampler", ["serial", "srds", "picard", "quasi-newton"])
 def test_sample_writes_a_png(tmp_path, sampler, capsys):
     out = tmp_path / "digits.png"
     assert main(["sample", "--class", "3", "--num", "2", "--steps", "6", "--sampler", sampler,
@@ -41,17 +41,20 @@ def test_sample_writes_a_png(tmp_path, sampler, capsys):
 
 def test_demo_writes_table_and_figures(tmp_path, capsys):
     torch.manual_seed(0)
-    assert main(["demo", "--steps", "6", "--seeds", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--steps", "6", "--seeds", "1", "--repeats", "1", "--sweep",
+                 "--out", str(tmp_path), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "| SRDS | 6 |" in printed and "| serial | 6 |" in printed
-    for name in ("samples_serial_6.png", "samples_srds_6.png", "refinement_6.png",
-                 "residuals_6.png"):
+    for name in ("samples_serial_6.png", "samples_srds_6.png", "samples_picard_6.png",
+                 "refinement_6.png", "residuals_6.png"):
         Image.open(tmp_path / name).verify()
+    assert not (tmp_path / "latency_vs_batch.png").exists()  # --sweep with no sizes: no figure
 
 
 def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
-    assert args.steps == [25, 100, 1000] and args.seeds == 3
+    assert args.steps == [25, 100, 1000] and args.seeds == 2 and args.repeats == 3
+    assert dict(args.sweep) == {100: [1, 2, 4, 8, 20], 1000: [1, 2, 4, 20]}
 
 
 # ----------------------------------------------------------------------------------------
@@ -93,7 +96,9 @@ def _usage_error(argv: list[str], capsys) -> str:
     (["sample", "--class", "-1"], "argument --class: expected an integer >= 0"),
     (["sample", "--class", "12"], "argument --class: must be in 0..9, got 12"),
     (["sample", "--steps", "1001"], "--steps: 1001 exceeds the model's 1000 training"),
-    (["sample", "--steps", "10", "--blocks", "11"], "--blocks: the blocks (11) cannot exceed"),
+    (["sample", "--sampler", "srds", "--steps", "10", "--blocks", "11"],
+     "--blocks: the blocks (11) cannot exceed"),
+    (["sample", "--steps", "10", "--blocks", "11"], "--blocks: the window (11) cannot exceed"),
     (["sample", "--sampler", "picard", "--steps", "4", "--blocks", "5"], "the window (5)"),
     (["sample", "--prompt", "a cat"], "--prompt needs --model PATH"),
     (["demo", "--seeds", "0"], "argument --seeds: expected a positive integer"),

@@ -147,3 +147,38 @@ def test_non_finite_model_output_names_the_step_and_the_samples():
     for sampler in (QuasiNewton(), Serial(), SRDS()):
         with pytest.raises(ValueError, match=r"(step \d+ \(sigma|block \d) .*samples? 0"):
             sampler.sample(model, x, sigmas, disable=True)
+
+
+@pytest.mark.parametrize("sampler", [*SAMPLERS, Serial()], ids=repr)
+def test_drop_failed_returns_the_other_samples_and_names_the_failed(sampler):
+    model = ToyDenoiser()
+
+    def flaky(x, sigma, cond=None):  # sample 1 (cond 9) fails below sigma 1
+        out = model(x, sigma)
+        bad = (cond == 9.0) & (sigma < 1.0)
+        return torch.where(bad.reshape(-1, 1, 1, 1), torch.full_like(out, float("nan")), out)
+
+    sigmas = karras(12)
+    x = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(8)) * 20.0
+    cond = torch.tensor([0.0, 9.0, 0.0])
+    with pytest.raises(ValueError, match=r"for sample 1$"):
+        sampler.sample(flaky, x, sigmas, {"cond": cond}, disable=True)
+    out, info = sampler.sample(flaky, x, sigmas, {"cond": cond}, disable=True,
+                               return_info=True, drop_failed=True)
+    assert info.failed == [1] and bool(out[1].isnan().all())
+    assert info.sample_iterations[1] == -1
+    alone = sampler.sample(model, x[[0, 2]], sigmas, disable=True)
+    torch.testing.assert_close(out[[0, 2]], alone, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("returned", [
+    lambda x: x[:, :1],  # broadcasts in (x - D) / sigma
+    lambda x: x.sum(),
+    lambda x: x.to(torch.float64),
+    lambda x: (x,),
+    lambda x: None,
+])
+def test_a_denoiser_returning_the_wrong_thing_is_named(returned):
+    with pytest.raises(TypeError, match=r"the model \(denoiser\) must return"):
+        sample_srds(lambda x, sigma: returned(x), torch.randn(2, 3, 4, 4) * 20, karras(6),
+                    disable=True)

@@ -10,6 +10,8 @@ calls the callback and finally builds the :class:`pint.Solution`.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
@@ -84,6 +86,15 @@ class Extrapolated:
         bound = residual * rho / (1 - rho)
         contracting = (rho < 1) & (bound <= tol)
         return (residual == 0) | torch.nan_to_num(contracting.to(torch.bool), nan=0.0).bool()
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside pint (where the user called it)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_grid(y0: object, t: object) -> None:
@@ -218,7 +229,7 @@ class Iterations:
         else:
             values = torch.stack([torch.as_tensor(self.norm(change[:, i]))
                                   for i in range(change.shape[1])])
-        values = values.to("cpu", torch.float64)
+        values = values.detach().to("cpu", torch.float64)
         if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
             raise ValueError(f"the residual norm must return finite values >= 0, got "
                              f"{values.tolist()}")
@@ -281,7 +292,7 @@ class Iterations:
             self._warned = True
             warnings.warn(f"the residuals have grown three iterations in a row: the iteration "
                           f"diverges and can converge only by exactness. {self.advice}",
-                          InstabilityWarning, stacklevel=5)
+                          InstabilityWarning, stacklevel=_caller_level())
 
     def output(self, states: Tensor) -> Tensor:
         """``states`` (``(points, B, *state)``) as returned: without the batch axis if squeezed."""

@@ -217,7 +217,7 @@ class Freeze:
     def errors(self, change: Tensor, t: Tensor) -> Tensor:
         """The worst problem's error at each point, ``(P,)``."""
         if self.norm is None:
-            per = change.abs().flatten(2).amax(2)
+            per = change.abs().reshape(*change.shape[:2], -1).amax(2)
         else:
             per = self.norm(change, t)
         return per.amax(1)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import torch
@@ -56,12 +59,31 @@ def _bridge(solve: Callable[[Callable[[Tensor, Tensor], Tensor]], Tensor]) -> Pr
                 raise value  # type: ignore[misc]
             result = yield value  # type: ignore[misc]
             results.put(("ok", result))
-    except GeneratorExit:
-        results.put(("abort", None))
-        requests.get()
+    except BaseException:  # abandoned (GeneratorExit), interrupted (Ctrl-C) or failed
+        _stop(thread, requests, results)
         raise
     finally:
-        thread.join()
+        thread.join(_STOP_SECONDS)
+
+
+_STOP_SECONDS = 5.0
+"""How long an abandoned or interrupted propagation waits for its solver thread to end."""
+
+
+def _stop(thread: threading.Thread, requests: queue.Queue, results: queue.Queue) -> None:
+    """Tell the solver thread to end, and drain what it sends until it has, for at most
+    :data:`_STOP_SECONDS` (the thread is a daemon: it cannot keep the process alive)."""
+    with contextlib.suppress(queue.Full):
+        results.put(("abort", None), timeout=_STOP_SECONDS)
+    deadline = time.monotonic() + _STOP_SECONDS
+    while thread.is_alive() and time.monotonic() < deadline:
+        try:
+            kind, _ = requests.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if kind == "eval":  # it asked again before it saw the abort
+            with contextlib.suppress(queue.Full):
+                results.put_nowait(("abort", None))
 
 
 class Torchdiffeq:
@@ -91,8 +113,10 @@ class Torchdiffeq:
         atol: float = 1e-9,
         options: dict[str, object] | None = None,
     ) -> None:
-        if rtol < 0 or atol < 0:
-            raise ValueError(f"rtol and atol must be non-negative, got {rtol} and {atol}")
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.method = method
         self.rtol = rtol
         self.atol = atol

@@ -10,6 +10,7 @@ sampler's terms, and the :class:`SamplerInfo` every sampler returns.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class SamplerInfo:
         blocks: SRDS's block boundaries, as indices into the schedule; ``None`` for the others.
         iterates: with ``store_iterates=True``: the samples after each iteration (SRDS: the
             coarse pass first), each like the result.
+        failed: with ``drop_failed=True``: the samples whose model output became non-finite
+            (returned as NaN, their ``sample_iterations`` -1); otherwise empty.
     """
 
     iterations: int
@@ -65,21 +68,26 @@ class SamplerInfo:
     calls: int = 0
     blocks: list[int] | None = None
     iterates: list[Tensor] | None = None
+    failed: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def of(cls, solution: pint.Solution, batch: int, blocks: list[int] | None = None,
-           iterates: list[Tensor] | None = None) -> SamplerInfo:
-        """The info of a pint solution."""
+    def of(cls, solution: pint.Solution, keep: Tensor, batch: int,
+           blocks: list[int] | None = None, iterates: list[Tensor] | None = None,
+           failed: list[int] | None = None) -> SamplerInfo:
+        """The info of a pint solution of the samples ``keep`` of a batch of ``batch``."""
         stats = solution.stats
-        sample_iterations = solution.sample_iterations
-        if sample_iterations is None:
-            sample_iterations = torch.full((batch,), solution.iterations, dtype=torch.long)
+        solved = solution.sample_iterations
+        if solved is None:
+            solved = torch.full((len(keep),), solution.iterations, dtype=torch.long)
+        sample_iterations = torch.full((batch,), -1, dtype=torch.long)
+        sample_iterations[keep.cpu()] = solved
         return cls(
             iterations=solution.iterations, sample_iterations=sample_iterations,
             converged=solution.converged, residuals=solution.residuals, nfe=stats.nfe,
             sequential_nfe=stats.sequential_nfe,
             predicted_sequential_nfe=stats.predicted_sequential_nfe,
             wall_time=stats.wall_time, calls=stats.calls, blocks=blocks, iterates=iterates,
+            failed=failed or [],
         )
 
 
@@ -155,24 +163,45 @@ class Sampler:
 
     def solve(self, trajectory: Trajectory, callback: KCallback | None = None,
               disable: bool | None = None, *, store_iterates: bool = False,
-              max_batch: int | None = None) -> tuple[Tensor, SamplerInfo]:
+              max_batch: int | None = None, drop_failed: bool = False,
+              ) -> tuple[Tensor, SamplerInfo]:
         """Sample ``trajectory``: the samples and the :class:`SamplerInfo`.
 
+        With ``drop_failed``, a sample whose model output becomes non-finite is dropped and the
+        others are sampled again without it (samples are independent, so theirs is the result
+        they would have had); it is returned as NaN and listed in ``info.failed``.
+
         Raises:
-            ValueError: the model returned a non-finite value (the message names the step,
-                its noise level, the iteration and the samples).
+            ValueError: without ``drop_failed``, the model returned a non-finite value (the
+                message names the step, its noise level, the iteration and the samples).
         """
-        progress = Progress(trajectory, self.iterations_bound(trajectory) + 1, self.name,
-                            disable, callback, store_iterates)
-        try:
-            with torch.no_grad():
-                solution, blocks = self.run(trajectory, progress, max_batch)
-        except pint.NonFiniteError as error:
-            raise ValueError(self.located(error, trajectory)) from error
-        finally:
-            progress.close()
-        samples = trajectory.output(solution.ys[-1])
-        return samples, SamplerInfo.of(solution, trajectory.batch, blocks, progress.iterates)
+        batch = trajectory.batch
+        keep = torch.arange(batch)
+        failed: list[int] = []
+        while True:
+            part = trajectory if len(keep) == batch else trajectory.subset(keep)
+            progress = Progress(part, self.iterations_bound(part) + 1, self.name, disable,
+                                callback, store_iterates)
+            try:
+                with torch.no_grad():
+                    solution, blocks = self.run(part, progress, max_batch)
+                break
+            except pint.NonFiniteError as error:
+                lost = keep[error.problems].tolist()
+                if not drop_failed:
+                    error.problems = lost  # in the caller's numbering
+                    raise ValueError(self.located(error, part)) from error
+                failed += lost
+                keep = keep[~torch.isin(keep, torch.tensor(lost))]
+                if len(keep) == 0:
+                    raise ValueError(f"every sample failed: {self.located(error, part)}") from error
+            finally:
+                progress.close()
+        solved = part.output(solution.ys[-1])
+        samples = solved.new_full((batch, *solved.shape[1:]), math.nan)
+        samples[keep.to(samples.device)] = solved
+        return samples, SamplerInfo.of(solution, keep, batch, blocks, progress.iterates,
+                                       sorted(failed))
 
     def located(self, error: pint.NonFiniteError, trajectory: Trajectory) -> str:
         """The failure in the sampler's words."""
@@ -201,6 +230,7 @@ class Sampler:
         return_info: bool = False,
         store_iterates: bool = False,
         max_batch: int | None = None,
+        drop_failed: bool = False,
     ) -> Tensor | tuple[Tensor, SamplerInfo]:
         """Sample with a k-diffusion denoiser; k-diffusion's sampler signature.
 
@@ -219,11 +249,14 @@ class Sampler:
             store_iterates: keep the samples after each iteration in the info.
             max_batch: the most rows in one model call (bounds the memory of a call; same
                 samples and depth, more calls).
+            drop_failed: a sample whose model output becomes non-finite is returned as NaN
+                (listed in ``info.failed``) and the others complete; by default the call
+                raises, naming the samples.
 
         Returns:
             The samples (like ``x``), or ``(samples, info)``.
         """
         trajectory = probability_flow(model, x, sigmas, extra_args, solver)
-        samples, info = self.solve(trajectory, callback, disable,
-                                   store_iterates=store_iterates, max_batch=max_batch)
+        samples, info = self.solve(trajectory, callback, disable, store_iterates=store_iterates,
+                                   max_batch=max_batch, drop_failed=drop_failed)
         return (samples, info) if return_info else samples

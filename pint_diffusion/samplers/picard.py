@@ -64,7 +64,7 @@ class Picard(Sampler):
 
         def point_error(change: Tensor, t: Tensor) -> Tensor:
             where = (trajectory.grid.reshape(1, -1) == t.reshape(-1, 1)).float().argmax(1)
-            rms = change.pow(2).flatten(2).mean(2).sqrt()
+            rms = change.pow(2).reshape(*change.shape[:2], -1).mean(2).sqrt()
             return rms / scale[where].reshape(-1, 1)
 
         solution = pint.picard(
@@ -136,6 +136,7 @@ def sample_picard(
     return_info: bool = False,
     store_iterates: bool = False,
     max_batch: int | None = None,
+    drop_failed: bool = False,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
     """Sample with sliding-window Picard iterations (ParaDiGMS), k-diffusion's signature.
 
@@ -144,7 +145,8 @@ def sample_picard(
     """
     return Picard(window, tol, max_iters).sample(
         model, x, sigmas, extra_args, callback, disable, solver=solver, return_info=return_info,
-        store_iterates=store_iterates, max_batch=max_batch)
+        store_iterates=store_iterates, max_batch=max_batch,
+        drop_failed=drop_failed)
 
 
 def sample_quasi_newton(
@@ -163,6 +165,7 @@ def sample_quasi_newton(
     return_info: bool = False,
     store_iterates: bool = False,
     max_batch: int | None = None,
+    drop_failed: bool = False,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
     """Sample with quasi-Newton Picard, k-diffusion's signature.
 
@@ -183,6 +186,7 @@ def sample_quasi_newton(
     """
     return QuasiNewton(window, tol, stop, max_iters).sample(
         model, x, sigmas, extra_args, callback, disable, solver=solver, return_info=return_info,
-        store_iterates=store_iterates, max_batch=max_batch)
+        store_iterates=store_iterates, max_batch=max_batch,
+        drop_failed=drop_failed)
 
 

@@ -56,9 +56,11 @@ def sample_serial(
     solver: Solver | None = None,
     return_info: bool = False,
     max_batch: int | None = None,
+    drop_failed: bool = False,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
     """The serial sampler: ``Serial().sample(model, x, sigmas, ...)`` (see
     :meth:`Sampler.sample`); with ``Euler`` it is k-diffusion's ``sample_euler``, with ``Heun``
     its ``sample_heun``."""
     return Serial().sample(model, x, sigmas, extra_args, callback, disable, solver=solver,
-                           return_info=return_info, max_batch=max_batch)
+                           return_info=return_info, max_batch=max_batch,
+                           drop_failed=drop_failed)

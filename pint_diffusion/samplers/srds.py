@@ -150,6 +150,7 @@ def sample_srds(
     store_iterates: bool = False,
     group: Any = None,
     max_batch: int | None = None,
+    drop_failed: bool = False,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
     """Sample with SRDS; a drop-in replacement for k-diffusion's ``sample_euler``.
 
@@ -170,4 +171,4 @@ def sample_srds(
     sampler = SRDS(blocks, tol, stop, pipelined, max_iters, group)
     return sampler.sample(model, x, sigmas, extra_args, callback, disable, solver=solver,
                           return_info=return_info, store_iterates=store_iterates,
-                          max_batch=max_batch)
+                          max_batch=max_batch, drop_failed=drop_failed)

@@ -9,6 +9,7 @@ k-diffusion denoiser on a ``sigmas`` schedule; other steppings (a diffusers sche
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -55,6 +56,15 @@ class Trajectory:
     describe: Callable[[int], str]
     scale: Tensor
     secant: pint.Secant | None = None
+
+    def subset(self, keep: Tensor) -> Trajectory:
+        """The same problem for the samples ``keep`` only (their positions in ``y0``)."""
+        field = self.field
+
+        def sub_field(t: Tensor, y: Tensor, index: Tensor) -> Tensor:
+            return field(t, y, keep.to(index.device)[index])
+
+        return dataclasses.replace(self, field=sub_field, y0=self.y0[keep.to(self.y0.device)])
 
     @property
     def steps(self) -> int:
@@ -109,7 +119,15 @@ def probability_flow(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor,
     call = conditioned(model, extra_args, x.shape[0])
 
     def field(sigma: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        return denoised_to_derivative(y, sigma, call(y, sigma, index))
+        denoised = call(y, sigma, index)
+        if not (isinstance(denoised, Tensor) and denoised.shape == y.shape
+                and denoised.dtype == y.dtype and denoised.device == y.device):
+            raise TypeError(
+                f"the model (denoiser) must return the denoised states exactly like its input x "
+                f"(shape {tuple(y.shape)}, {y.dtype}, on {y.device}); it returned "
+                + (f"shape {tuple(denoised.shape)}, {denoised.dtype}, on {denoised.device}"
+                   if isinstance(denoised, Tensor) else type(denoised).__name__))
+        return denoised_to_derivative(y, sigma, denoised)
 
     grid = sigmas.tolist()
     s = sigmas.double().cpu()
