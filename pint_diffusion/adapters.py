@@ -81,7 +81,9 @@ def _scheduler_kind(scheduler: Any) -> str:
         return "euler"
     raise TypeError(
         f"DiffusersDenoiser does not support the scheduler {type(scheduler).__name__}; "
-        f"supported schedulers: {_supported_names()}"
+        f"supported schedulers: {_supported_names()}. Any deterministic scheduler runs "
+        f"through pint_diffusion.pipelines.ParallelStableDiffusionPipeline (or "
+        f"pint_diffusion.schedulers.scheduler_trajectory)"
     )
 
 
