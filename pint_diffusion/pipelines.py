@@ -253,13 +253,14 @@ class _Loop:
     sampler on a copy of the real scheduler; every ``step`` returns the final latents."""
 
     def __init__(self, pipe: Any, scheduler: Any, capture: _Capture, family: type,
-                 sampler: Any, disable: bool) -> None:
+                 sampler: Any, disable: bool, max_batch: int | None) -> None:
         self.pipe = pipe
         self.scheduler = scheduler
         self.capture = capture
         self.family = family
         self.sampler = sampler
         self.disable = disable
+        self.max_batch = max_batch
         self.latents: torch.Tensor | None = None
         self.info: Any = None
         import functools
@@ -324,7 +325,8 @@ class _Loop:
         trajectory = scheduler_trajectory(copy.deepcopy(self.scheduler), model, sample,
                                           step_kwargs=kwargs)
         _check_sampler(self.sampler, trajectory, self.scheduler)
-        samples, self.info = self.sampler.solve(trajectory, disable=self.disable)
+        samples, self.info = self.sampler.solve(trajectory, disable=self.disable,
+                                                max_batch=self.max_batch)
         return samples
 
 
@@ -374,9 +376,12 @@ class ParallelMixin:
     Call it like the original plus ``sampler=``, a sampler object: ``pint_diffusion.SRDS(...)``
     (default ``SRDS()``), ``Picard(...)``, ``QuasiNewton(...)``, ``Serial()``. The run's
     statistics (:class:`pint_diffusion.SamplerInfo`) are in ``out.info`` (and
-    ``pipe.last_info``). Refused with ``ValueError``: stochastic schedulers or
-    options (``eta > 0``, ...), ``callback_on_step_end``, ``guidance_rescale > 0``,
-    ``denoising_end``, IP-Adapter inputs and SD3's ``skip_guidance_layers``.
+    ``pipe.last_info``). ``max_batch=`` caps the rows of one model call (a round of more rows
+    is split into several calls: same result and depth, less memory). Refused with
+    ``ValueError``: stochastic schedulers or options (``eta > 0``, ...),
+    ``callback_on_step_end``, ``guidance_rescale > 0``, ``denoising_end``, IP-Adapter inputs,
+    SD3's ``skip_guidance_layers``, and Picard-type samplers with a tolerance on schedulers that
+    keep history.
     """
 
     family: type = type(None)
@@ -384,7 +389,8 @@ class ParallelMixin:
     last_info: Any = None
 
     @torch.no_grad()
-    def __call__(self, *args: Any, sampler: Any = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, sampler: Any = None, max_batch: int | None = None,
+                 **kwargs: Any) -> Any:
         """The original pipeline's call with the parallel ``sampler``; see the class docs."""
         for key, harmless in _REFUSED.items():
             if key in kwargs and kwargs[key] != harmless:
@@ -399,7 +405,7 @@ class ParallelMixin:
         network = getattr(self, self.network)
         scheduler = self.scheduler
         capture = _Capture(network, self.family.batched_guidance)
-        loop = _Loop(self, scheduler, capture, self.family, sampler, disable)
+        loop = _Loop(self, scheduler, capture, self.family, sampler, disable, max_batch)
         object.__setattr__(self, self.network, capture)
         object.__setattr__(self, "scheduler", loop)
         try:

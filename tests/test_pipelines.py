@@ -291,3 +291,13 @@ def test_picard_type_samplers_need_tol_0_with_multistep_schedulers(components):
     out = euler("a cat", num_inference_steps=4, output_type="latent",
                 sampler=pint_diffusion.QuasiNewton())
     assert out.info.sequential_nfe <= 4
+
+
+def test_max_batch_caps_the_rows_of_a_call(components):
+    pipe = tiny_sd_pipeline(VP_SCHEDULERS["dpm2m"](), components=components)
+    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, SD_CALL)
+    capped = ParallelStableDiffusionPipeline.from_pipe(pipe)(
+        generator=torch.Generator().manual_seed(0), sampler=EXACT, max_batch=2, **SD_CALL)
+    assert torch.allclose(capped.images, out.images, atol=1e-5 * float(serial.abs().max()))
+    assert capped.info.sequential_nfe == out.info.sequential_nfe
+    assert capped.info.calls > out.info.calls
