@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/srds_default_tol.py
 	$(BIN)/python benchmarks/srds_limits.py --quick
 	$(BIN)/python benchmarks/overhead.py --quick
+	$(BIN)/python benchmarks/families.py
 	$(BIN)/python benchmarks/summary.py
 
 # On a machine with a CUDA GPU (install a CUDA torch with TORCH=..., see docs/howto/gpu.md).

@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .parameterizations import from_config
+
 __all__ = ["CONDITIONING_KEYS", "SUPPORTED_SCHEDULERS", "DiffusersDenoiser"]
 
 #: Names of the diffusers scheduler classes :class:`DiffusersDenoiser` accepts.
@@ -79,7 +81,9 @@ def _scheduler_kind(scheduler: Any) -> str:
         return "euler"
     raise TypeError(
         f"DiffusersDenoiser does not support the scheduler {type(scheduler).__name__}; "
-        f"supported schedulers: {_supported_names()}"
+        f"supported schedulers: {_supported_names()}. Any deterministic scheduler runs "
+        f"through pint_diffusion.pipelines.ParallelStableDiffusionPipeline (or "
+        f"pint_diffusion.schedulers.scheduler_trajectory)"
     )
 
 
@@ -174,6 +178,7 @@ class DiffusersDenoiser(nn.Module):
         scheduler: the private copy of the scheduler.
         kind: ``"ddim"`` or ``"euler"``.
         prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
+        parameterization: the matching :mod:`pint_diffusion.parameterizations` object.
         guidance_scale: the classifier-free guidance weight (may be changed between calls).
         timesteps: the scheduler's timesteps of the last :meth:`sigmas` call (``None`` before),
             ``timesteps[i]`` belonging to ``sigmas[i]``.
@@ -216,6 +221,7 @@ class DiffusersDenoiser(nn.Module):
         super().__init__()
         self.kind = _scheduler_kind(scheduler)
         self.prediction_type = _check_config(self.kind, scheduler.config)
+        self.parameterization = from_config({"prediction_type": self.prediction_type})
         if guidance_rescale != 0:
             raise ValueError(
                 f"guidance_rescale={guidance_rescale} is not supported by DiffusersDenoiser; "
@@ -524,11 +530,8 @@ class DiffusersDenoiser(nn.Module):
                 f"the UNet output has shape {tuple(out.shape)}, the state {tuple(x.shape)} "
                 "(learned-variance models are not supported)"
             )
-        if self.prediction_type == "epsilon":
-            return x - s * out
-        if self.prediction_type == "v_prediction":
-            return c_in * c_in * x - s * c_in * out
-        return out
+        # x0 from the network output at the VP input (signal scale c_in, noise scale s * c_in)
+        return self.parameterization.denoise(model_in, out, c_in, s * c_in)
 
     def _split_extra(self, extra: dict[str, Any]) -> tuple[dict, dict, dict]:
         cond: dict[str, Any] = {}

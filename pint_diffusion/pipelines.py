@@ -1,8 +1,38 @@
-"""SRDS inside diffusers: a Stable Diffusion pipeline called like the original.
+"""Parallel sampling inside diffusers pipelines, called like the originals.
 
-Example::
+:class:`ParallelMixin` replaces only the denoising loop of a diffusers pipeline: prompt
+encoding, latent preparation, the scheduler's ``set_timesteps`` and decoding stay the
+pipeline's own. The loop is driven by a parallel sampler (SRDS by default) over the
+pipeline's scheduler (any deterministic one, see :mod:`pint_diffusion.schedulers`), so at full
+iterations the latents are those of the serial pipeline. Four pipelines use it:
 
-    from diffusers import StableDiffusionPipeline
+- :class:`ParallelStableDiffusionPipeline` (``StableDiffusionPipeline``),
+- :class:`ParallelStableDiffusionXLPipeline` (``StableDiffusionXLPipeline``),
+- :class:`ParallelStableDiffusion3Pipeline` (``StableDiffusion3Pipeline``),
+- :class:`ParallelFluxPipeline` (``FluxPipeline``),
+
+each built with ``from_pipe(pipe)`` (components shared) and called like the original plus
+``sampler=`` (default ``pint_diffusion.SRDS()``)::
+
+    from pint_diffusion import SRDS
+    from pint_diffusion.pipelines import ParallelStableDiffusionXLPipeline
+    par = ParallelStableDiffusionXLPipeline.from_pipe(pipe)
+    out = par("a castle", num_inference_steps=30, sampler=SRDS(tol=1e-3))
+    out.images, out.info.sequential_nfe
+
+:func:`pipeline_for_folder` picks the parallel pipeline of a saved model folder.
+
+:class:`StableDiffusionSRDSPipeline` (the earlier SRDS pipeline over
+:class:`~pint_diffusion.adapters.DiffusersDenoiser`, DDIM and Euler only) stays as it was.
+
+Example (StableDiffusionSRDSPipeline)::
+
+    from diffusers import (
+    FluxPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
     from pint_diffusion.pipelines import StableDiffusionSRDSPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True)
@@ -17,14 +47,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import (
+    FluxPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
 from .adapters import DiffusersDenoiser
+from .families import FluxCall, SD3Call, UNetCall
 from .samplers import DEFAULT_TOL, sample_srds
 from .samplers import SamplerInfo as SRDSInfo
 
-__all__ = ["StableDiffusionSRDSPipeline", "StableDiffusionSRDSPipelineOutput"]
+__all__ = [
+    "PARALLEL_PIPELINES",
+    "ParallelFluxPipeline",
+    "ParallelMixin",
+    "ParallelStableDiffusion3Pipeline",
+    "ParallelStableDiffusionPipeline",
+    "ParallelStableDiffusionXLPipeline",
+    "StableDiffusionSRDSPipeline",
+    "StableDiffusionSRDSPipelineOutput",
+    "default_sampler",
+    "pipeline_for_folder",
+]
 
 _UNSUPPORTED = {
     "timesteps": None, "sigmas": None, "ip_adapter_image": None, "ip_adapter_image_embeds": None,
@@ -160,3 +207,296 @@ class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
             return image, nsfw
         return StableDiffusionSRDSPipelineOutput(images=image, nsfw_content_detected=nsfw,
                                                  srds=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel sampling over any pipeline's own denoising loop
+# ---------------------------------------------------------------------------------------------
+
+
+def default_sampler() -> Any:
+    """The pipelines' default sampler: ``pint_diffusion.SRDS()`` (default blocks and tolerance)."""
+    from .samplers import SRDS
+
+    return SRDS()
+
+
+class _Capture:
+    """Stands in for the pipeline's network during the loop: records the calls of step 0 and
+    returns probes (0 for unconditional, 1 for conditional rows) so that the guidance scale
+    can be read off the combined output; later calls return zeros."""
+
+    def __init__(self, model: Any, batched: bool) -> None:
+        self.model = model
+        self.batched = batched
+        self.calls: list[tuple[tuple, dict]] = []
+        self.done = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+        if self.done:
+            return (torch.zeros_like(sample),)
+        self.calls.append((args, kwargs))
+        probe = torch.ones_like(sample)
+        if self.batched:
+            probe[: len(sample) // 2] = 0
+        elif len(self.calls) > 1:
+            probe.zero_()
+        return (probe,)
+
+
+class _Loop:
+    """Stands in for the scheduler during the loop: at the first ``step`` it runs the parallel
+    sampler on a copy of the real scheduler; every ``step`` returns the final latents."""
+
+    def __init__(self, pipe: Any, scheduler: Any, capture: _Capture, family: type,
+                 sampler: Any, disable: bool, max_batch: int | None) -> None:
+        self.pipe = pipe
+        self.scheduler = scheduler
+        self.capture = capture
+        self.family = family
+        self.sampler = sampler
+        self.disable = disable
+        self.max_batch = max_batch
+        self.latents: torch.Tensor | None = None
+        self.info: Any = None
+        import functools
+
+        @functools.wraps(scheduler.step)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            return self._step(*args, **kwargs)
+
+        self.step = step  # the real signature: the pipeline passes eta etc. when it accepts them
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scheduler, name)
+
+    def _step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor,
+              *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+        if self.latents is None:
+            self.latents = self._solve(model_output, sample, args, kwargs)
+        from diffusers.schedulers.scheduling_utils import SchedulerOutput
+
+        out = self.latents.to(sample.dtype)
+        return SchedulerOutput(prev_sample=out) if return_dict else (out,)
+
+    def _solve(self, probe: torch.Tensor, sample: torch.Tensor, args: tuple,
+               kwargs: dict[str, Any]) -> torch.Tensor:
+        import copy
+
+        from .families import Guided
+        from .samplers.conditioning import per_row
+        from .schedulers import scheduler_trajectory
+
+        if args:
+            raise TypeError("the pipeline passed positional scheduler options; not supported")
+        kwargs.pop("generator", None)
+        capture = self.capture
+        capture.done = True
+        batch = sample.shape[0]
+        calls = capture.calls
+        name = type(self.pipe).__name__
+        if not calls:
+            raise RuntimeError(f"{name} stepped the scheduler without calling its network")
+        call, cond = self.family.from_call(capture.model, *calls[0])
+        rows = len(calls[0][0][0] if calls[0][0] else calls[0][1][self.family.sample_key])
+        uncond, scale = None, 1.0
+        if len(calls) > 1 or rows != batch:
+            values = probe.unique()
+            if len(values) != 1 or not bool(torch.isfinite(values).all()):
+                raise ValueError(
+                    f"{name} combines the conditional and unconditional outputs in a way that is "
+                    f"not classifier-free guidance (e.g. guidance_rescale > 0); not supported")
+            scale = float(values[0])
+            if self.family.batched_guidance and len(calls) == 1 and rows == 2 * batch:
+                half = torch.arange(batch, device=sample.device)
+                uncond = per_row(cond, half, 2 * batch)
+                cond = per_row(cond, half + batch, 2 * batch)
+            elif not self.family.batched_guidance and len(calls) == 2 and rows == batch:
+                _, uncond = self.family.from_call(capture.model, *calls[1])
+            else:
+                raise ValueError(f"{name} made {len(calls)} network calls of {rows} rows for "
+                                 f"{batch} latents in its first step; not supported")
+        model = Guided(call, cond, batch, uncond=uncond, scale=scale,
+                       batched=self.family.batched_guidance)
+        trajectory = scheduler_trajectory(copy.deepcopy(self.scheduler), model, sample,
+                                          step_kwargs=kwargs)
+        _check_sampler(self.sampler, trajectory, self.scheduler)
+        samples, self.info = self.sampler.solve(trajectory, disable=self.disable,
+                                                max_batch=self.max_batch)
+        return samples
+
+
+def _check_sampler(sampler: Any, trajectory: Any, scheduler: Any) -> None:
+    """Refuse Picard-type samplers with a tolerance on schedulers that keep history.
+
+    Picard and quasi-Newton iterate every step's state at once; with a multistep scheduler the
+    state holds its history, whose update is not a contraction: on the bundled digits model
+    (N = 100, default tolerance) quasi-Newton stopped far from the serial result with DPM++ 2M
+    and PNDM and Picard overflowed, while both were fine with Euler. At ``tol=0`` (full
+    iterations) they are exact, so that stays allowed.
+    """
+    from .samplers import Picard, QuasiNewton
+
+    if isinstance(sampler, Picard | QuasiNewton) and sampler.tol > 0 and \
+            trajectory.y0.shape[1] > 1:
+        raise ValueError(
+            f"{type(sampler).__name__}(tol={sampler.tol:g}) is not reliable with "
+            f"{type(scheduler).__name__}, which keeps history between steps (it can stop far "
+            f"from the serial result); use pint_diffusion.SRDS(...), tol=0, or a scheduler "
+            f"without history (DDIMScheduler, EulerDiscreteScheduler, "
+            f"FlowMatchEulerDiscreteScheduler)")
+
+
+#: Pipeline call options the parallel loop cannot honour, with their harmless values.
+_REFUSED: dict[str, Any] = {
+    "callback_on_step_end": None, "callback": None, "guidance_rescale": 0.0,
+    "denoising_end": None, "ip_adapter_image": None, "ip_adapter_image_embeds": None,
+    "negative_ip_adapter_image": None, "negative_ip_adapter_image_embeds": None,
+    "skip_guidance_layers": None,
+}
+
+
+class ParallelMixin:
+    """Replaces only the denoising loop of a diffusers pipeline with a parallel sampler.
+
+    Mixed into a pipeline class before it (``class P(ParallelMixin, FluxPipeline)``) with a
+    :class:`pint_diffusion.families.FamilyCall` subclass as ``family`` and the network's
+    attribute name as ``network``. The pipeline's own ``__call__`` runs unchanged (prompt
+    encoding, ``set_timesteps``, latent preparation, decoding); during it the network and the
+    scheduler are replaced by stand-ins that record the first step's network call (the
+    conditioning exactly as the pipeline built it) and run the sampler at the first
+    ``scheduler.step``: the sampler integrates the scheduler's own steps
+    (:func:`~pint_diffusion.schedulers.scheduler_trajectory`) with the real network, and every
+    step of the pipeline's loop then returns the sampler's final latents.
+
+    Call it like the original plus ``sampler=``, a sampler object: ``pint_diffusion.SRDS(...)``
+    (default ``SRDS()``), ``Picard(...)``, ``QuasiNewton(...)``, ``Serial()``. The run's
+    statistics (:class:`pint_diffusion.SamplerInfo`) are in ``out.info`` (and
+    ``pipe.last_info``). ``max_batch=`` caps the rows of one model call (a round of more rows
+    is split into several calls: same result and depth, less memory). Refused with
+    ``ValueError``: stochastic schedulers or options (``eta > 0``, ...),
+    ``callback_on_step_end``, ``guidance_rescale > 0``, ``denoising_end``, IP-Adapter inputs,
+    SD3's ``skip_guidance_layers``, and Picard-type samplers with a tolerance on schedulers that
+    keep history.
+    """
+
+    family: type = type(None)
+    network: str = "unet"
+    last_info: Any = None
+
+    @torch.no_grad()
+    def __call__(self, *args: Any, sampler: Any = None, max_batch: int | None = None,
+                 **kwargs: Any) -> Any:
+        """The original pipeline's call with the parallel ``sampler``; see the class docs."""
+        for key, harmless in _REFUSED.items():
+            if key in kwargs and kwargs[key] != harmless:
+                raise ValueError(
+                    f"{key}={kwargs[key]!r} is not supported by parallel sampling (the loop's "
+                    f"steps run out of order); leave it at {harmless!r}")
+        sampler = default_sampler() if sampler is None else sampler
+        if not callable(getattr(sampler, "solve", None)):
+            raise TypeError(f"sampler must be a sampler object with .solve(trajectory), e.g. "
+                            f"pint_diffusion.SRDS(); got {type(sampler).__name__}")
+        disable = getattr(self, "_progress_bar_config", {}).get("disable", False)
+        network = getattr(self, self.network)
+        scheduler = self.scheduler
+        capture = _Capture(network, self.family.batched_guidance)
+        loop = _Loop(self, scheduler, capture, self.family, sampler, disable, max_batch)
+        object.__setattr__(self, self.network, capture)
+        object.__setattr__(self, "scheduler", loop)
+        try:
+            out = super().__call__(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            object.__setattr__(self, self.network, network)
+            object.__setattr__(self, "scheduler", scheduler)
+        self.last_info = loop.info
+        if not isinstance(out, tuple):
+            out.info = loop.info
+        return out
+
+
+class ParallelStableDiffusionPipeline(ParallelMixin, StableDiffusionPipeline):
+    """``StableDiffusionPipeline`` with a parallel sampler (see :class:`ParallelMixin`)."""
+
+    family = UNetCall
+    network = "unet"
+
+
+class ParallelStableDiffusionXLPipeline(ParallelMixin, StableDiffusionXLPipeline):
+    """``StableDiffusionXLPipeline`` with a parallel sampler (see :class:`ParallelMixin`)."""
+
+    family = UNetCall
+    network = "unet"
+
+
+class ParallelStableDiffusion3Pipeline(ParallelMixin, StableDiffusion3Pipeline):
+    """``StableDiffusion3Pipeline`` with a parallel sampler (see :class:`ParallelMixin`)."""
+
+    family = SD3Call
+    network = "transformer"
+
+
+class ParallelFluxPipeline(ParallelMixin, FluxPipeline):
+    """``FluxPipeline`` with a parallel sampler (see :class:`ParallelMixin`)."""
+
+    family = FluxCall
+    network = "transformer"
+
+
+#: The parallel pipeline of each supported diffusers pipeline class (``model_index.json``'s
+#: ``_class_name``).
+PARALLEL_PIPELINES: dict[str, type] = {
+    "StableDiffusionPipeline": ParallelStableDiffusionPipeline,
+    "StableDiffusionXLPipeline": ParallelStableDiffusionXLPipeline,
+    "StableDiffusion3Pipeline": ParallelStableDiffusion3Pipeline,
+    "FluxPipeline": ParallelFluxPipeline,
+}
+
+
+def pipeline_for_folder(path: str | Any, scheduler: str | None = None, **kwargs: Any) -> Any:
+    """Load a saved diffusers pipeline folder as its parallel pipeline.
+
+    The class comes from the folder's ``model_index.json`` (``_class_name``); the components
+    load with ``from_pretrained(path, local_files_only=True, **kwargs)``.
+
+    Args:
+        path: the folder (with ``model_index.json``).
+        scheduler: the name of a diffusers scheduler class to use instead of the saved one
+            (e.g. ``"DPMSolverMultistepScheduler"``), built ``from_config`` of the saved one;
+            ``None`` keeps the saved scheduler.
+        **kwargs: passed to ``from_pretrained`` (e.g. ``torch_dtype``).
+
+    Returns:
+        A :data:`PARALLEL_PIPELINES` instance.
+
+    Raises:
+        FileNotFoundError: no ``model_index.json`` in ``path``.
+        ValueError: a pipeline class or scheduler name that is not supported.
+    """
+    import json
+    from pathlib import Path
+
+    import diffusers
+
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index} not found: path must be a diffusers pipeline folder")
+    name = json.loads(index.read_text()).get("_class_name")
+    if name not in PARALLEL_PIPELINES:
+        raise ValueError(f"the pipeline {name!r} of {path} is not supported; supported: "
+                         f"{', '.join(PARALLEL_PIPELINES)}")
+    pipe = PARALLEL_PIPELINES[name].from_pretrained(str(path), local_files_only=True, **kwargs)
+    if scheduler is not None:
+        cls = getattr(diffusers, scheduler, None)
+        if cls is None or not hasattr(cls, "from_config") or not scheduler.endswith("Scheduler"):
+            raise ValueError(f"scheduler must name a diffusers scheduler class, e.g. "
+                             f"'DPMSolverMultistepScheduler'; got {scheduler!r}")
+        from .schedulers import check_deterministic
+
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+        check_deterministic(pipe.scheduler)
+    return pipe

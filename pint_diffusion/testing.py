@@ -213,3 +213,153 @@ def tiny_class_unet(num_classes: int = 10, seed: int = 0, **config: Any) -> Any:
     kwargs.update(config)
     torch.manual_seed(seed)
     return UNet2DModel(**kwargs).eval()
+
+
+# --------------------------------------------------------------------------- SDXL, SD3, Flux
+#: Words of :func:`tiny_t5_tokenizer`'s vocabulary (any other word is ``<unk>``).
+T5_WORDS = ("a", "an", "the", "cat", "dog", "red", "blue", "house", "castle", "of", "and", "in")
+
+
+def tiny_t5_tokenizer(max_length: int = MAX_LENGTH) -> Any:
+    """A ``T5TokenizerFast`` built offline: a word-level vocabulary of :data:`T5_WORDS`
+    (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2), whitespace pre-tokenizer, ``</s>`` appended."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in T5_WORDS:
+        vocab[word] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>",
+                           unk_token="<unk>", extra_ids=0, model_max_length=max_length)
+
+
+def tiny_t5_encoder(seed: int = 0, d_model: int = HIDDEN) -> Any:
+    """A 2-layer ``T5EncoderModel`` of width ``d_model`` for :func:`tiny_t5_tokenizer`."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=3 + len(T5_WORDS), d_model=d_model, d_kv=8, d_ff=37,
+                      num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(seed)
+    return T5EncoderModel(config).eval()
+
+
+def tiny_clip_with_projection(seed: int = 0, projection_dim: int = HIDDEN) -> Any:
+    """A 2-layer ``CLIPTextModelWithProjection`` (pooled text embeddings, SDXL/SD3)."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = tiny_text_encoder(seed).config
+    config = CLIPTextConfig(**{**config.to_dict(), "projection_dim": projection_dim})
+    torch.manual_seed(seed + 1)
+    return CLIPTextModelWithProjection(config).eval()
+
+
+def _quiet(pipe: Any) -> Any:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_components(seed: int = 0) -> dict[str, Any]:
+    """The non-scheduler components of a tiny ``StableDiffusionXLPipeline`` (16x16 images):
+    two CLIP text encoders (the second with projection), a UNet with SDXL's ``text_time``
+    added conditioning, the tiny VAE."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+        block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * HIDDEN, attention_head_dim=4, norm_num_groups=4,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=8 * 6 + HIDDEN, use_linear_projection=True,
+    ).eval()
+    return dict(vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed),
+                text_encoder_2=tiny_clip_with_projection(seed), tokenizer=tiny_tokenizer(),
+                tokenizer_2=tiny_tokenizer(), unet=unet)
+
+
+def tiny_sdxl_pipeline(scheduler: Any, seed: int = 0,
+                       components: dict[str, Any] | None = None) -> Any:
+    """A tiny ``StableDiffusionXLPipeline`` with ``scheduler`` (no watermark, latents 4x8x8)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    components = components or tiny_sdxl_components(seed)
+    return _quiet(StableDiffusionXLPipeline(**components, scheduler=scheduler,
+                                            add_watermarker=False))
+
+
+def _flow_vae(seed: int, latent_channels: int) -> Any:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=latent_channels, layers_per_block=1, norm_num_groups=4,
+        sample_size=16, shift_factor=0.0609, scaling_factor=1.5035,
+    ).eval()
+
+
+def tiny_sd3_components(seed: int = 0) -> dict[str, Any]:
+    """The non-scheduler components of a tiny ``StableDiffusion3Pipeline`` (16x16 images):
+    two CLIP text encoders with projection, a T5 encoder with an offline tokenizer, a 1-layer
+    ``SD3Transformer2DModel`` and a VAE with a shift factor."""
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=1, in_channels=LATENT_CHANNELS, num_layers=1,
+        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=HIDDEN,
+        joint_attention_dim=2 * HIDDEN, pooled_projection_dim=2 * HIDDEN,
+        out_channels=LATENT_CHANNELS,
+    ).eval()
+    return dict(vae=_flow_vae(seed, LATENT_CHANNELS), text_encoder=tiny_clip_with_projection(seed),
+                text_encoder_2=tiny_clip_with_projection(seed + 2), tokenizer=tiny_tokenizer(),
+                tokenizer_2=tiny_tokenizer(), text_encoder_3=tiny_t5_encoder(seed, 2 * HIDDEN),
+                tokenizer_3=tiny_t5_tokenizer(), transformer=transformer)
+
+
+def tiny_sd3_pipeline(scheduler: Any = None, seed: int = 0,
+                      components: dict[str, Any] | None = None) -> Any:
+    """A tiny ``StableDiffusion3Pipeline`` (default scheduler: flow matching, shift 3)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    scheduler = scheduler or FlowMatchEulerDiscreteScheduler(shift=3.0)
+    components = components or tiny_sd3_components(seed)
+    return _quiet(StableDiffusion3Pipeline(**components, scheduler=scheduler))
+
+
+def tiny_flux_components(seed: int = 0, guidance_embeds: bool = True) -> dict[str, Any]:
+    """The non-scheduler components of a tiny ``FluxPipeline`` (16x16 images, 1 latent
+    channel packed 2x2 into 4): a CLIP text encoder, a T5 encoder with an offline tokenizer,
+    a 1+1-layer ``FluxTransformer2DModel`` (``guidance_embeds``: a guidance-distilled model)."""
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=HIDDEN, pooled_projection_dim=HIDDEN,
+        axes_dims_rope=[4, 4, 8], guidance_embeds=guidance_embeds,
+    ).eval()
+    return dict(vae=_flow_vae(seed, 1), text_encoder=tiny_text_encoder(seed),
+                tokenizer=tiny_tokenizer(), text_encoder_2=tiny_t5_encoder(seed),
+                tokenizer_2=tiny_t5_tokenizer(), transformer=transformer)
+
+
+def tiny_flux_pipeline(scheduler: Any = None, seed: int = 0,
+                       components: dict[str, Any] | None = None) -> Any:
+    """A tiny ``FluxPipeline`` (default scheduler: flow matching with dynamic shifting)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    scheduler = scheduler or FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=256,
+        base_shift=0.5, max_shift=1.15)
+    components = components or tiny_flux_components(seed)
+    return _quiet(FluxPipeline(**components, scheduler=scheduler))

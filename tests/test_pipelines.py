@@ -75,3 +75,229 @@ def test_refuses_options_outside_the_ode_view(components, kwargs, error):
         tiny_sd_pipeline(ddim("epsilon", False), components=components))
     with pytest.raises(error, match=next(iter(kwargs))):
         srds("a cat", num_inference_steps=4, output_type="latent", **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# The parallel pipelines (ParallelMixin): SD, SDXL, SD3 and Flux against the originals
+# ------------------------------------------------------------------------------------------
+from diffusers import (  # noqa: E402
+    DEISMultistepScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    KDPM2DiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    UniPCMultistepScheduler,
+)
+
+from pint_diffusion import SRDS  # noqa: E402
+from pint_diffusion.pipelines import (  # noqa: E402
+    PARALLEL_PIPELINES,
+    ParallelFluxPipeline,
+    ParallelStableDiffusion3Pipeline,
+    ParallelStableDiffusionPipeline,
+    ParallelStableDiffusionXLPipeline,
+    pipeline_for_folder,
+)
+from pint_diffusion.testing import (  # noqa: E402
+    tiny_flux_components,
+    tiny_flux_pipeline,
+    tiny_sd3_components,
+    tiny_sd3_pipeline,
+    tiny_sdxl_components,
+    tiny_sdxl_pipeline,
+)
+
+SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+#: The variance-preserving schedulers SD and SDXL use (the issue's list).
+VP_SCHEDULERS = {
+    "ddim": lambda: DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False,
+                                  steps_offset=1),
+    "euler": lambda: EulerDiscreteScheduler(**SD_BETAS),
+    "heun": lambda: HeunDiscreteScheduler(**SD_BETAS),
+    "kdpm2": lambda: KDPM2DiscreteScheduler(**SD_BETAS),
+    "dpm2m": lambda: DPMSolverMultistepScheduler(**SD_BETAS),
+    "dpm2m-karras": lambda: DPMSolverMultistepScheduler(**SD_BETAS, use_karras_sigmas=True),
+    "dpm3m": lambda: DPMSolverMultistepScheduler(**SD_BETAS, solver_order=3),
+    "dpm3m-karras": lambda: DPMSolverMultistepScheduler(**SD_BETAS, solver_order=3,
+                                                        use_karras_sigmas=True),
+    "unipc2": lambda: UniPCMultistepScheduler(**SD_BETAS, solver_order=2),
+    "unipc3": lambda: UniPCMultistepScheduler(**SD_BETAS, solver_order=3),
+    "pndm": lambda: PNDMScheduler(**SD_BETAS, skip_prk_steps=True),
+    "deis": lambda: DEISMultistepScheduler(**SD_BETAS),
+    "lms": lambda: LMSDiscreteScheduler(**SD_BETAS),
+}
+FAST = {"sd": {"ddim", "heun", "dpm2m-karras", "unipc3", "pndm"}, "sdxl": {"dpm3m", "euler"}}
+PAR_STEPS = 6
+EXACT = SRDS(blocks=3, tol=0.0)  # uneven blocks over 6 (or Heun's 11) steps
+
+
+def _cases(family):
+    return [pytest.param(name, marks=() if name in FAST[family] else pytest.mark.slow)
+            for name in VP_SCHEDULERS]
+
+
+@pytest.fixture(scope="module")
+def sdxl_components():
+    return tiny_sdxl_components(0)
+
+
+@pytest.fixture(scope="module")
+def sd3_components():
+    return tiny_sd3_components(0)
+
+
+@pytest.fixture(scope="module")
+def flux_components():
+    return tiny_flux_components(0)
+
+
+def _relative_max(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def _compare(pipe, parallel_cls, call, sampler=EXACT):
+    par = parallel_cls.from_pipe(pipe)
+    par.set_progress_bar_config(disable=True)
+    serial = pipe(generator=torch.Generator().manual_seed(0), **call).images
+    out = par(generator=torch.Generator().manual_seed(0), sampler=sampler, **call)
+    return out, serial
+
+
+SD_CALL = dict(prompt=["a cat", "a red house"], negative_prompt=["dog", ""],
+               num_inference_steps=PAR_STEPS, guidance_scale=4.0, output_type="latent")
+
+
+@pytest.mark.parametrize("name", _cases("sd"))
+def test_sd_parallel_equals_the_pipeline(components, name):
+    pipe = tiny_sd_pipeline(VP_SCHEDULERS[name](), components=components)
+    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, SD_CALL)
+    assert _relative_max(out.images, serial) < 1e-4
+    assert out.info.converged and out.info.iterations <= 3
+
+
+@pytest.mark.parametrize("name", _cases("sdxl"))
+def test_sdxl_parallel_equals_the_pipeline(sdxl_components, name):
+    pipe = tiny_sdxl_pipeline(VP_SCHEDULERS[name](), components=sdxl_components)
+    out, serial = _compare(pipe, ParallelStableDiffusionXLPipeline,
+                           dict(SD_CALL, height=16, width=16))
+    assert _relative_max(out.images, serial) < 1e-4
+
+
+FLOW_CALL = dict(prompt=["a cat", "a red house"], negative_prompt=["dog", ""], height=16,
+                 width=16, num_inference_steps=PAR_STEPS, max_sequence_length=16,
+                 output_type="latent")
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 4.0])
+def test_sd3_parallel_equals_the_pipeline(sd3_components, guidance_scale):
+    pipe = tiny_sd3_pipeline(FlowMatchEulerDiscreteScheduler(shift=3.0),
+                             components=sd3_components)
+    out, serial = _compare(pipe, ParallelStableDiffusion3Pipeline,
+                           dict(FLOW_CALL, guidance_scale=guidance_scale))
+    assert _relative_max(out.images, serial) < 1e-4
+
+
+@pytest.mark.parametrize("true_cfg_scale", [1.0, 2.5])
+def test_flux_parallel_equals_the_pipeline(flux_components, true_cfg_scale):
+    # dynamic shifting (mu from the image size), distilled guidance input, true CFG as two calls
+    pipe = tiny_flux_pipeline(components=flux_components)
+    out, serial = _compare(pipe, ParallelFluxPipeline,
+                           dict(FLOW_CALL, guidance_scale=3.5, true_cfg_scale=true_cfg_scale))
+    assert out.images.shape == serial.shape and out.images.ndim == 3  # packed latents
+    assert _relative_max(out.images, serial) < 1e-4
+
+
+def test_decoded_images_equal_the_pipeline(flux_components):
+    pipe = tiny_flux_pipeline(components=flux_components)
+    out, serial = _compare(pipe, ParallelFluxPipeline, dict(FLOW_CALL, output_type="np"))
+    assert out.images.shape == serial.shape == (2, 16, 16, 3)
+    assert abs(out.images - serial).max() < 1e-4
+
+
+def test_default_tolerance_saves_sequential_calls(components):
+    steps = 16
+    pipe = tiny_sd_pipeline(VP_SCHEDULERS["dpm2m-karras"](), components=components)
+    call = dict(SD_CALL, num_inference_steps=steps)
+    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, call, SRDS())
+    assert out.info.sequential_nfe < steps
+    assert float((out.images - serial).pow(2).mean().sqrt()) < 1e-2
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(callback_on_step_end=print), "callback_on_step_end"),
+    (dict(guidance_rescale=0.7), "guidance_rescale"),
+    (dict(eta=0.5), "eta=0.5"),
+])
+def test_parallel_pipeline_refuses_options(components, kwargs, match):
+    par = ParallelStableDiffusionPipeline.from_pipe(
+        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+    with pytest.raises(ValueError, match=match):
+        par("a cat", num_inference_steps=4, output_type="latent", **kwargs)
+
+
+def test_parallel_pipeline_refuses_stochastic_schedulers_and_bad_samplers(sdxl_components):
+    pipe = tiny_sdxl_pipeline(EulerAncestralDiscreteScheduler(**SD_BETAS),
+                              components=sdxl_components)
+    par = ParallelStableDiffusionXLPipeline.from_pipe(pipe)
+    with pytest.raises(ValueError, match="EulerAncestralDiscreteScheduler is stochastic"):
+        par("a cat", num_inference_steps=4, height=16, width=16, output_type="latent")
+    with pytest.raises(ValueError, match="denoising_end"):
+        par("a cat", num_inference_steps=4, denoising_end=0.8, output_type="latent")
+    with pytest.raises(TypeError, match="sampler must be a sampler object"):
+        par("a cat", num_inference_steps=4, sampler="srds", output_type="latent")
+    assert par.unet is pipe.unet and par.scheduler is pipe.scheduler  # restored after errors
+
+
+def test_pipeline_for_folder(components, tmp_path):
+    pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
+    pipe.save_pretrained(tmp_path)
+    par = pipeline_for_folder(tmp_path, scheduler="UniPCMultistepScheduler")
+    assert type(par) is PARALLEL_PIPELINES["StableDiffusionPipeline"]
+    assert type(par.scheduler).__name__ == "UniPCMultistepScheduler"
+    with pytest.raises(ValueError, match="EulerAncestralDiscreteScheduler"):
+        pipeline_for_folder(tmp_path, scheduler="EulerAncestralDiscreteScheduler")
+    with pytest.raises(ValueError, match="scheduler must name"):
+        pipeline_for_folder(tmp_path, scheduler="NoSuchScheduler")
+    with pytest.raises(FileNotFoundError, match=r"model_index\.json"):
+        pipeline_for_folder(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("sampler", ["Picard", "QuasiNewton", "Serial"])
+def test_any_sampler_object_drives_the_pipeline(components, sampler):
+    import pint_diffusion
+
+    cls = getattr(pint_diffusion, sampler)
+    pipe = tiny_sd_pipeline(VP_SCHEDULERS["unipc3"](), components=components)
+    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, SD_CALL,
+                           cls() if sampler == "Serial" else cls(tol=0.0))
+    assert _relative_max(out.images, serial) < 1e-4
+    assert out.info.nfe >= PAR_STEPS * 2  # a SamplerInfo: one model row per sample and step
+
+
+def test_picard_type_samplers_need_tol_0_with_multistep_schedulers(components):
+    import pint_diffusion
+
+    par = ParallelStableDiffusionPipeline.from_pipe(
+        tiny_sd_pipeline(VP_SCHEDULERS["unipc3"](), components=components))
+    for sampler in (pint_diffusion.QuasiNewton(), pint_diffusion.Picard()):
+        with pytest.raises(ValueError, match="UniPCMultistepScheduler, which keeps history"):
+            par("a cat", num_inference_steps=4, output_type="latent", sampler=sampler)
+    # without history (Euler) a tolerance is fine
+    euler = ParallelStableDiffusionPipeline.from_pipe(
+        tiny_sd_pipeline(VP_SCHEDULERS["euler"](), components=components))
+    out = euler("a cat", num_inference_steps=4, output_type="latent",
+                sampler=pint_diffusion.QuasiNewton())
+    assert out.info.sequential_nfe <= 4
+
+
+def test_max_batch_caps_the_rows_of_a_call(components):
+    pipe = tiny_sd_pipeline(VP_SCHEDULERS["dpm2m"](), components=components)
+    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, SD_CALL)
+    capped = ParallelStableDiffusionPipeline.from_pipe(pipe)(
+        generator=torch.Generator().manual_seed(0), sampler=EXACT, max_batch=2, **SD_CALL)
+    assert torch.allclose(capped.images, out.images, atol=1e-5 * float(serial.abs().max()))
+    assert capped.info.sequential_nfe == out.info.sequential_nfe
+    assert capped.info.calls > out.info.calls
