@@ -163,9 +163,11 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
             limit = _pipeline_timesteps(folder)
         if args.prompt is None:
             errors.append("--prompt is required with --model PATH")
-        if args.sampler == "picard":
-            errors.append("--sampler picard is available for the bundled model; for Stable "
-                          "Diffusion use diffusers' StableDiffusionParadigmsPipeline")
+        from .schedulers import TESTED_SCHEDULERS
+
+        if args.scheduler is not None and args.scheduler not in TESTED_SCHEDULERS:
+            errors.append(f"argument --scheduler: {args.scheduler!r} is not one of the "
+                          f"supported schedulers: {', '.join(TESTED_SCHEDULERS)}")
     if limit is not None and args.steps > limit:
         errors.append(f"argument --steps: {args.steps} exceeds the model's {limit} training "
                       "timesteps")
@@ -216,9 +218,12 @@ def _sweep_entry(text: str) -> tuple[int, list[int]]:
 
 def _sampler(args: argparse.Namespace) -> Any:
     """The sampler object ``--sampler`` names, with its options (``--blocks`` is SRDS's block
-    count, or the window of Picard and quasi-Newton)."""
+    count, or the window of Picard and quasi-Newton). Without ``--sampler``: quasi-Newton for
+    the bundled model, ``None`` (the pipeline's default for its scheduler) for a folder."""
     from . import SRDS, Picard, QuasiNewton, Serial
 
+    if args.sampler is None and args.model != "bundled":
+        return None
     if args.sampler == "serial":
         return Serial()
     if args.sampler == "picard":
@@ -259,8 +264,8 @@ def _sample_bundled(args: argparse.Namespace) -> None:
     images = denoiser.from_ve(samples, sigmas[-1])
     with atomic_path(args.out) as tmp:  # the grid goes to a temporary file, then is renamed
         save_grid(images, tmp, columns=min(args.num, 8))
-    print(f"{args.sampler}: {info.iterations} iterations, nfe {info.nfe}, sequential nfe "
-          f"{info.sequential_nfe}, {info.wall_time:.2f} s -> {args.out}")
+    print(f"{args.sampler or info.sampler}: {info.iterations} iterations, nfe {info.nfe}, "
+          f"sequential nfe {info.sequential_nfe}, {info.wall_time:.2f} s -> {args.out}")
 
 
 @contextlib.contextmanager
@@ -309,31 +314,20 @@ def _image_grid(images: list[Any], columns: int, pad: int = 2) -> Any:
 
 def _sample_pipeline(args: argparse.Namespace) -> None:
     from .files import save_image
+    from .pipelines import pipeline_for_folder
 
     with _quiet_libraries(args.quiet):
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-        from .pipelines import StableDiffusionSRDSPipeline
-
-        pipe = StableDiffusionPipeline.from_pretrained(args.model, local_files_only=True)
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe = pipeline_for_folder(args.model, scheduler=args.scheduler)
         pipe.set_progress_bar_config(disable=args.quiet)
-        call = dict(prompt=args.prompt, num_inference_steps=args.steps,
-                    num_images_per_prompt=args.num,
-                    guidance_scale=7.5 if args.guidance is None else args.guidance,
-                    generator=torch.Generator().manual_seed(args.seed))
-        if args.sampler == "srds":
-            srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
-            srds.set_progress_bar_config(disable=args.quiet)
-            out = srds(**call, srds_blocks=args.blocks, srds_tol=args.tol)
-            info = out.srds
-            summary = (f"srds: {info.iterations} iterations, nfe {info.nfe}, sequential nfe "
-                       f"{info.sequential_nfe}, {info.wall_time:.2f} s")
-        else:
-            out = pipe(**call)
-            summary = f"serial: {args.steps} steps"
+        out = pipe(prompt=args.prompt, num_inference_steps=args.steps,
+                   num_images_per_prompt=args.num,
+                   guidance_scale=7.5 if args.guidance is None else args.guidance,
+                   generator=torch.Generator().manual_seed(args.seed),
+                   sampler=_sampler(args))
+    info = out.info
     save_image(_image_grid(out.images, columns=min(args.num, 8)), args.out)
-    print(f"{summary} -> {args.out}")
+    print(f"{args.sampler or info.sampler}: {info.iterations} iterations, nfe {info.nfe}, "
+          f"sequential nfe {info.sequential_nfe}, {info.wall_time:.2f} s -> {args.out}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -393,9 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "several are written as one grid")
     sample.add_argument("--steps", type=positive_int, default=100, help="DDIM steps")
     sample.add_argument("--sampler", choices=["quasi-newton", "srds", "picard", "serial"],
-                        default="quasi-newton",
-                        help="quasi-newton (default: the fewest sequential model calls), srds, "
-                             "picard (ParaDiGMS) or serial")
+                        default=None,
+                        help="quasi-newton (the fewest sequential model calls; the default for "
+                             "the bundled model and, with --model PATH, for schedulers without "
+                             "history, else srds), srds, picard (ParaDiGMS) or serial")
+    sample.add_argument("--scheduler", default=None,
+                        help="with --model PATH: a diffusers scheduler class to sample with "
+                             "instead of the folder's (e.g. DPMSolverMultistepScheduler)")
     sample.add_argument("--solver", choices=["euler", "heun"], default="euler",
                         help="step rule (euler = DDIM)")
     sample.add_argument("--blocks", type=positive_int, default=None,

@@ -12,7 +12,7 @@ iterations the latents are those of the serial pipeline. Four pipelines use it:
 - :class:`ParallelFluxPipeline` (``FluxPipeline``),
 
 each built with ``from_pipe(pipe)`` (components shared) and called like the original plus
-``sampler=`` (default ``pint_diffusion.SRDS()``)::
+``sampler=`` (default: :func:`default_sampler`, quasi-Newton or SRDS by scheduler)::
 
     from pint_diffusion import SRDS
     from pint_diffusion.pipelines import ParallelStableDiffusionXLPipeline
@@ -214,11 +214,15 @@ class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
 # ---------------------------------------------------------------------------------------------
 
 
-def default_sampler() -> Any:
-    """The pipelines' default sampler: ``pint_diffusion.SRDS()`` (default blocks and tolerance)."""
-    from .samplers import SRDS
+def default_sampler(trajectory: Any) -> Any:
+    """The pipelines' default sampler, the fastest that is safe for the scheduler:
+    ``pint_diffusion.QuasiNewton()`` (the fewest sequential model calls,
+    ``benchmarks/results/quasi_newton.md``) for schedulers without history (DDIM, Euler, flow
+    matching Euler), ``pint_diffusion.SRDS()`` for those that keep history (see
+    :func:`_check_sampler`); default tolerances."""
+    from .samplers import SRDS, QuasiNewton
 
-    return SRDS()
+    return QuasiNewton() if trajectory.y0.shape[1] == 1 else SRDS()
 
 
 class _Capture:
@@ -324,9 +328,10 @@ class _Loop:
                        batched=self.family.batched_guidance)
         trajectory = scheduler_trajectory(copy.deepcopy(self.scheduler), model, sample,
                                           step_kwargs=kwargs)
-        _check_sampler(self.sampler, trajectory, self.scheduler)
-        samples, self.info = self.sampler.solve(trajectory, disable=self.disable,
-                                                max_batch=self.max_batch)
+        sampler = default_sampler(trajectory) if self.sampler is None else self.sampler
+        _check_sampler(sampler, trajectory, self.scheduler)
+        samples, self.info = sampler.solve(trajectory, disable=self.disable,
+                                           max_batch=self.max_batch)
         return samples
 
 
@@ -374,7 +379,7 @@ class ParallelMixin:
     step of the pipeline's loop then returns the sampler's final latents.
 
     Call it like the original plus ``sampler=``, a sampler object: ``pint_diffusion.SRDS(...)``
-    (default ``SRDS()``), ``Picard(...)``, ``QuasiNewton(...)``, ``Serial()``. The run's
+    ``QuasiNewton(...)``, ``Picard(...)``, ``Serial()``; default :func:`default_sampler`. The run's
     statistics (:class:`pint_diffusion.SamplerInfo`) are in ``out.info`` (and
     ``pipe.last_info``). ``max_batch=`` caps the rows of one model call (a round of more rows
     is split into several calls: same result and depth, less memory). Refused with
@@ -397,8 +402,7 @@ class ParallelMixin:
                 raise ValueError(
                     f"{key}={kwargs[key]!r} is not supported by parallel sampling (the loop's "
                     f"steps run out of order); leave it at {harmless!r}")
-        sampler = default_sampler() if sampler is None else sampler
-        if not callable(getattr(sampler, "solve", None)):
+        if sampler is not None and not callable(getattr(sampler, "solve", None)):
             raise TypeError(f"sampler must be a sampler object with .solve(trajectory), e.g. "
                             f"pint_diffusion.SRDS(); got {type(sampler).__name__}")
         disable = getattr(self, "_progress_bar_config", {}).get("disable", False)

@@ -253,7 +253,7 @@ def sd_folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("sampler", ["serial", "srds"])
+@pytest.mark.parametrize("sampler", ["serial", "srds", "quasi-newton"])
 def test_quiet_silences_the_pipeline(sd_folder, sampler, tmp_path, capfd):
     out = tmp_path / "sd.png"
     capfd.readouterr()
@@ -296,10 +296,23 @@ def test_model_path_must_be_a_diffusers_folder(tmp_path, capsys):
     assert "no model_index.json" in err
 
 
-def test_model_path_needs_a_prompt_and_no_picard(sd_folder, tmp_path, capsys):
+def test_model_path_needs_a_prompt_and_a_known_scheduler(sd_folder, tmp_path, capsys):
     out = str(tmp_path / "x.png")
     assert "--prompt is required" in _usage_error(
         ["sample", "--model", str(sd_folder), "--out", out], capsys)
-    assert "--sampler picard is available for the bundled model" in _usage_error(
-        ["sample", "--model", str(sd_folder), "--prompt", "a", "--sampler", "picard", "--out",
-         out], capsys)
+    assert "argument --scheduler: 'NoSuchScheduler' is not one of" in _usage_error(
+        ["sample", "--model", str(sd_folder), "--prompt", "a", "--scheduler", "NoSuchScheduler",
+         "--out", out], capsys)
+
+
+@pytest.mark.parametrize(("argv", "ran"), [
+    ([], "QuasiNewton"),  # DDIM keeps no history: the fastest safe default
+    (["--scheduler", "DPMSolverMultistepScheduler"], "SRDS"),  # history: SRDS
+    (["--sampler", "picard"], "picard"),
+])
+def test_model_path_runs_every_sampler_and_scheduler(sd_folder, tmp_path, capsys, argv, ran):
+    out = tmp_path / "x.png"
+    assert main(["sample", "--model", str(sd_folder), "--prompt", "a cat", "--steps", "4",
+                 "--num", "1", "--out", str(out), "--quiet", *argv]) == 0
+    assert capsys.readouterr().out.startswith(ran)
+    Image.open(out).verify()

@@ -55,6 +55,7 @@ class SamplerInfo:
             coarse pass first), each like the result.
         failed: with ``drop_failed=True``: the samples whose model output became non-finite
             (returned as NaN, their ``sample_iterations`` -1); otherwise empty.
+        sampler: the sampler that ran, as its ``repr`` (e.g. ``"QuasiNewton(window=None, ...)"``).
     """
 
     iterations: int
@@ -69,11 +70,12 @@ class SamplerInfo:
     blocks: list[int] | None = None
     iterates: list[Tensor] | None = None
     failed: list[int] = dataclasses.field(default_factory=list)
+    sampler: str = ""
 
     @classmethod
     def of(cls, solution: pint.Solution, keep: Tensor, batch: int,
            blocks: list[int] | None = None, iterates: list[Tensor] | None = None,
-           failed: list[int] | None = None) -> SamplerInfo:
+           failed: list[int] | None = None, sampler: str = "") -> SamplerInfo:
         """The info of a pint solution of the samples ``keep`` of a batch of ``batch``."""
         stats = solution.stats
         solved = solution.sample_iterations
@@ -87,7 +89,7 @@ class SamplerInfo:
             sequential_nfe=stats.sequential_nfe,
             predicted_sequential_nfe=stats.predicted_sequential_nfe,
             wall_time=stats.wall_time, calls=stats.calls, blocks=blocks, iterates=iterates,
-            failed=failed or [],
+            failed=failed or [], sampler=sampler,
         )
 
 
@@ -99,9 +101,14 @@ def check_tol(tol: object) -> float:
     return float(tol)
 
 
-def final_rms(change: Tensor) -> Tensor:
-    """The residual of a sample: the root-mean-square change of its final state."""
-    return change[-1].pow(2).mean().sqrt()
+def final_rms(trajectory: Trajectory) -> Callable[[Tensor], Tensor]:
+    """The residual of a sample: the root-mean-square change of its final *sample* (the
+    trajectory's output of the final state: a scheduler's history does not count)."""
+
+    def norm(change: Tensor) -> Tensor:
+        return trajectory.output(change[-1:]).pow(2).mean().sqrt()
+
+    return norm
 
 
 class Progress:
@@ -201,7 +208,7 @@ class Sampler:
         samples = solved.new_full((batch, *solved.shape[1:]), math.nan)
         samples[keep.to(samples.device)] = solved
         return samples, SamplerInfo.of(solution, keep, batch, blocks, progress.iterates,
-                                       sorted(failed))
+                                       sorted(failed), repr(self))
 
     def located(self, error: pint.NonFiniteError, trajectory: Trajectory) -> str:
         """The failure in the sampler's words."""

@@ -113,7 +113,7 @@ class QuasiNewton(Sampler):
             jacobian = trajectory.secant if trajectory.secant is not None else pint.Secant()
         solution = pint.picard(
             trajectory.field, trajectory.y0, trajectory.grid, step=trajectory.fine,
-            window=self.window, tol=self.tol, max_iters=self.max_iters, norm=final_rms,
+            window=self.window, tol=self.tol, max_iters=self.max_iters, norm=final_rms(trajectory),
             stop=self.stop, jacobian=jacobian,
             initial=pint.Extrapolate() if self.initial is None else self.initial,
             vectorized=True, independent=True, callback=progress, max_batch=max_batch,

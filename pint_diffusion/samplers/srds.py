@@ -103,7 +103,7 @@ class SRDS(Sampler):
             transport = Distributed(group, device=trajectory.y0.device)
         solution = pint.parareal(
             trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t), fine=trajectory.fine,
-            tol=self.tol, max_iters=self.max_iters, norm=final_rms, stop=self.stop,
+            tol=self.tol, max_iters=self.max_iters, norm=final_rms(trajectory), stop=self.stop,
             pipelined=self.pipelined or transport is not None, vectorized=True, independent=True,
             callback=None if transport is not None else progress, max_batch=max_batch,
             transport=transport,
