@@ -67,7 +67,7 @@ class FamilyCall:
             ``None`` keeps them.
         **shared: the keyword arguments of :attr:`shared_keys` (the same for every row).
 
-    Class attributes:
+    Attributes:
         sample_key: the keyword of the latents (``"sample"``, ``"hidden_states"``).
         timestep_divisor: the model sees ``timesteps / timestep_divisor``.
         shared_keys: keyword arguments that are not per sample (attention options, position

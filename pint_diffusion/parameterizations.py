@@ -3,14 +3,14 @@
 Every parameterization maps the network's output at a noisy input
 ``x = alpha * x0 + sigma * noise`` to the denoised estimate ``x0_hat`` (:meth:`denoise`):
 
-====================  ==============================  ========================================
-object                the network predicts            ``x0_hat``
-====================  ==============================  ========================================
-:class:`Epsilon`      the noise                       ``(x - sigma * out) / alpha``
-:class:`VPrediction`  ``alpha * noise - sigma * x0``  ``alpha * x - sigma * out`` (VP only)
-:class:`Sample`       ``x0``                          ``out``
-:class:`FlowVelocity` ``noise - x0``                  ``x - sigma * out`` (``alpha = 1 - sigma``)
-====================  ==============================  ========================================
+=====================  ==============================  ========================================
+object                 the network predicts            ``x0_hat``
+=====================  ==============================  ========================================
+:class:`Epsilon`       the noise                       ``(x - sigma * out) / alpha``
+:class:`VPrediction`   ``alpha * noise - sigma * x0``  ``alpha * x - sigma * out`` (VP only)
+:class:`Sample`        ``x0``                          ``out``
+:class:`FlowVelocity`  ``noise - x0``                  ``x - sigma * out`` (``alpha = 1 - sigma``)
+=====================  ==============================  ========================================
 
 :func:`from_config` picks one from a diffusers scheduler's config (``prediction_type``; flow
 matching schedulers give :class:`FlowVelocity`).

@@ -27,12 +27,7 @@ each built with ``from_pipe(pipe)`` (components shared) and called like the orig
 
 Example (StableDiffusionSRDSPipeline)::
 
-    from diffusers import (
-    FluxPipeline,
-    StableDiffusion3Pipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-)
+    from diffusers import StableDiffusionPipeline
     from pint_diffusion.pipelines import StableDiffusionSRDSPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True)
