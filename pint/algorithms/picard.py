@@ -204,12 +204,13 @@ class Freeze:
     Args:
         norm: ``norm(change, t)`` per point and problem (see :data:`PointNorm`); default the
             largest absolute entry.
+        tol: the acceptance tolerance; default the solver's ``tol``.
     """
 
     freezes = True
 
-    def __init__(self, norm: PointNorm | None = None) -> None:
-        self.norm = norm
+    def __init__(self, norm: PointNorm | None = None, tol: float | None = None) -> None:
+        self.norm, self.tol = norm, tol
 
     def __repr__(self) -> str:
         return "Freeze()"
@@ -223,9 +224,9 @@ class Freeze:
         return per.amax(1)
 
     def advance(self, change: Tensor, t: Tensor, b: int, tol: float) -> int:
-        """Past the exact front and every following point within ``tol``."""
+        """Past the exact front and every following point within the tolerance."""
         errors = self.errors(change, t)
-        above = (errors[1:] > tol).nonzero()
+        above = (errors[1:] > (tol if self.tol is None else self.tol)).nonzero()
         return b + (len(errors) if len(above) == 0 else 1 + int(above[0]))
 
 

@@ -37,6 +37,18 @@ def _window(window: object) -> int | None:
     return None if window is None else int(window)  # type: ignore[call-overload]
 
 
+def data_rms(trajectory: Trajectory) -> Callable[[Tensor, Tensor], Tensor]:
+    """A point norm for :class:`pint.Freeze`: the RMS change of each point and sample in the
+    model's data scale (divided by the trajectory's ``scale``, e.g. ``sqrt(1 + sigma^2)``)."""
+
+    def norm(change: Tensor, t: Tensor) -> Tensor:
+        where = (trajectory.grid.reshape(1, -1) == t.reshape(-1, 1)).float().argmax(1)
+        rms = change.pow(2).reshape(*change.shape[:2], -1).mean(2).sqrt()
+        return rms / trajectory.scale[where].reshape(-1, 1)
+
+    return norm
+
+
 class Picard(Sampler):
     """Sliding-window Picard iterations with ParaDiGMS's acceptance.
 
@@ -60,17 +72,10 @@ class Picard(Sampler):
     def run(self, trajectory: Trajectory, progress: Progress | None,
             max_batch: int | None) -> tuple[pint.Solution, list[int] | None]:
         """:func:`pint.picard` with :class:`pint.Freeze` on the data-scale RMS change."""
-        scale = trajectory.scale
-
-        def point_error(change: Tensor, t: Tensor) -> Tensor:
-            where = (trajectory.grid.reshape(1, -1) == t.reshape(-1, 1)).float().argmax(1)
-            rms = change.pow(2).reshape(*change.shape[:2], -1).mean(2).sqrt()
-            return rms / scale[where].reshape(-1, 1)
-
         solution = pint.picard(
             trajectory.field, trajectory.y0, trajectory.grid, step=trajectory.fine,
             window=self.window, tol=self.tol, max_iters=self.max_iters,
-            acceptance=pint.Freeze(point_error), vectorized=True, independent=True,
+            acceptance=pint.Freeze(data_rms(trajectory)), vectorized=True, independent=True,
             callback=progress, max_batch=max_batch,
         )
         return solution, None
@@ -82,6 +87,9 @@ class QuasiNewton(Sampler):
     Args:
         window: how many steps one iteration evaluates (default all ``N``); a window bounds the
             work per iteration (about ``window`` rows per sample per call) at some extra depth.
+            With a window shorter than ``N`` the window slides past its front points once they
+            change by less than ``tol / 10`` (data-scale RMS, for every sample), as ParaDiGMS
+            does with ``tol``; the samples stop when the front reaches the end.
         tol: a sample stops when its final state's error, extrapolated from the contraction of
             its RMS changes (:class:`pint.Extrapolated`), is at most ``tol`` (units of ``x``).
         stop: the stopping rule (default :class:`pint.Extrapolated`).
@@ -111,10 +119,12 @@ class QuasiNewton(Sampler):
         jacobian = self.jacobian
         if jacobian is None:
             jacobian = trajectory.secant if trajectory.secant is not None else pint.Secant()
+        sliding = self.window is not None and self.window < trajectory.steps
+        acceptance = pint.Freeze(data_rms(trajectory), tol=self.tol / 10) if sliding else None
         solution = pint.picard(
             trajectory.field, trajectory.y0, trajectory.grid, step=trajectory.fine,
             window=self.window, tol=self.tol, max_iters=self.max_iters, norm=final_rms(trajectory),
-            stop=self.stop, jacobian=jacobian,
+            stop=self.stop, jacobian=jacobian, acceptance=acceptance,
             initial=pint.Extrapolate() if self.initial is None else self.initial,
             vectorized=True, independent=True, callback=progress, max_batch=max_batch,
         )
