@@ -182,3 +182,15 @@ def test_a_denoiser_returning_the_wrong_thing_is_named(returned):
     with pytest.raises(TypeError, match=r"the model \(denoiser\) must return"):
         sample_srds(lambda x, sigma: returned(x), torch.randn(2, 3, 4, 4) * 20, karras(6),
                     disable=True)
+
+
+def test_windowed_quasi_newton_slides_and_meets_the_tolerance():
+    model = ToyDenoiser()
+    sigmas = karras(60)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(9)) * 20.0
+    serial = sample_serial(model, x, sigmas, disable=True)
+    out, info = QuasiNewton(window=12).sample(model, x, sigmas, disable=True, return_info=True)
+    rms = (out - serial).pow(2).flatten(1).mean(1).sqrt()
+    assert info.converged and bool((rms <= 1e-3).all())
+    assert info.sequential_nfe < 60 - 12  # the window slid faster than one step per iteration
+    assert info.nfe < 60 * 3 * 12  # never more than a window of rows per sample per call
