@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ..engine import Propagation, Request
+from .runge_kutta import ButcherTableau
 
 __all__ = [
     "BACKWARD_EULER_TABLEAU",
@@ -79,7 +80,7 @@ class NewtonError(ArithmeticError, ValueError):
 
 
 @dataclass(frozen=True)
-class DIRKTableau:
+class DIRKTableau(ButcherTableau):
     """The coefficients of a diagonally implicit Runge-Kutta method.
 
     Args:
@@ -90,29 +91,13 @@ class DIRKTableau:
         order: the classical order of the method (used by the tests).
     """
 
-    a: tuple[tuple[float, ...], ...]
-    b: tuple[float, ...]
-    c: tuple[float, ...]
-    order: int
-
-    def __post_init__(self) -> None:
-        stages = len(self.b)
-        if len(self.c) != stages or len(self.a) != stages:
-            raise ValueError(
-                f"a, b and c must describe the same number of stages, got "
-                f"{len(self.a)}, {len(self.b)} and {len(self.c)}"
-            )
-        for i, row in enumerate(self.a):
-            if len(row) != i + 1:
-                raise ValueError(f"row {i} of a must have {i + 1} entries (diagonally implicit: "
-                                 f"the diagonal included), got {row}")
-            if row[i] < 0:
-                raise ValueError(f"the diagonal entry a[{i}][{i}] must be >= 0, got {row[i]}")
-
-    @property
-    def stages(self) -> int:
-        """The number of stages per step."""
-        return len(self.b)
+    def _check_row(self, i: int, row: tuple[float, ...]) -> None:
+        """Row ``i`` of ``a``: ``i + 1`` entries, the diagonal included and ``>= 0``."""
+        if len(row) != i + 1:
+            raise ValueError(f"row {i} of a must have {i + 1} entries (diagonally implicit: "
+                             f"the diagonal included), got {row}")
+        if row[i] < 0:
+            raise ValueError(f"the diagonal entry a[{i}][{i}] must be >= 0, got {row[i]}")
 
     @property
     def stiffly_accurate(self) -> bool:

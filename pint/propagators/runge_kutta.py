@@ -38,8 +38,12 @@ class ButcherTableau:
                 f"{len(self.a)}, {len(self.b)} and {len(self.c)}"
             )
         for i, row in enumerate(self.a):
-            if len(row) != i:
-                raise ValueError(f"row {i} of a must have {i} entries (explicit method), got {row}")
+            self._check_row(i, row)
+
+    def _check_row(self, i: int, row: tuple[float, ...]) -> None:
+        """Row ``i`` of ``a`` (explicit: ``i`` entries, below the diagonal)."""
+        if len(row) != i:
+            raise ValueError(f"row {i} of a must have {i} entries (explicit method), got {row}")
 
     @property
     def stages(self) -> int:
