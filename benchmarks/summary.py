@@ -180,6 +180,9 @@ def main() -> None:
               "|---|---|---|",
               "| `diffusion.py` | `diffusion_digits.*` | serial / SRDS / Picard on the digits "
               "model, N = 25, 100, 1000, tolerance and block sweeps, digits metric |",
+              "| `quasi_newton.py` | `quasi_newton.*` | quasi-Newton Picard vs SRDS vs Picard vs "
+              "serial on the digits model, guidance 2 / 5 / 8, depth at RMS <= 1e-3, default "
+              "runs |",
               "| `sd.py` | `diffusion_sd.*` | the same on tiny SD components, with diffusers' "
               "ParaDiGMS |",
               "| `overhead.py` | `overhead.*` | wall clock vs serial, time outside model calls, "
