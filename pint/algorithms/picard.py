@@ -186,8 +186,6 @@ class ExactFront:
     stop by the stopping rule on the change of their whole trajectory. Never locks in a wrong
     state."""
 
-    freezes = False
-
     def __repr__(self) -> str:
         return "ExactFront()"
 
@@ -206,8 +204,6 @@ class Freeze:
             largest absolute entry.
         tol: the acceptance tolerance; default the solver's ``tol``.
     """
-
-    freezes = True
 
     def __init__(self, norm: PointNorm | None = None, tol: float | None = None) -> None:
         self.norm, self.tol = norm, tol
@@ -333,6 +329,7 @@ class Picard:
         self.learns = bool(getattr(jacobian, "learns", True))
         self.seen_x: Tensor | None = None  # the last evaluated points and their images
         self.seen_phi: Tensor | None = None
+        self.seen = torch.zeros(self.n, self.batch, dtype=torch.bool)  # which are known
 
     def evaluate(self, propagation: Propagation, label: str, k: int, points: Tensor,
                  problems: Tensor) -> Tensor:
@@ -353,7 +350,6 @@ class Picard:
         if self.learns:
             self.seen_x = torch.zeros_like(x[:-1])
             self.seen_phi = torch.zeros_like(x[:-1])
-            self.seen = torch.zeros(self.n, self.batch, dtype=torch.bool)
         self.it.result = x
         b, k = 0, 0
         try:
@@ -382,18 +378,16 @@ class Picard:
             a = self.learn(b, e, members, x, phi, a)
         new = self.scan(x, phi, a, b, e)
         change = new - x
-        next_b = min(self.acceptance.advance(change[b + 1:e + 1], self.t[b + 1:e + 1], b,
-                                             self.it.tol), self.n)
-        exact = next_b >= self.n if getattr(self.acceptance, "freezes", False) else (
-            k >= self.n or b + 1 >= self.n)
-        if getattr(self.acceptance, "freezes", False):
-            errors = self.acceptance.errors(change[b + 1:e + 1], self.t[b + 1:e + 1])  # type: ignore[attr-defined]
-            residual = torch.full((s,), float(errors.max()), dtype=torch.float64)
-            stopping = torch.full((s,), next_b >= self.n)
-            self.it.decide(k, residual, new, exact=exact and self.it.tol == 0, stopping=stopping)
-        else:
+        window, times = change[b + 1:e + 1], self.t[b + 1:e + 1]
+        next_b = min(self.acceptance.advance(window, times, b, self.it.tol), self.n)
+        if isinstance(self.acceptance, Freeze):  # stops when the front reaches the end
+            residual = torch.full((s,), float(self.acceptance.errors(window, times).max()),
+                                  dtype=torch.float64)
+            self.it.decide(k, residual, new, exact=next_b >= self.n and self.it.tol == 0,
+                           stopping=torch.full((s,), next_b >= self.n))
+        else:  # the exact front moved by one: the stopping rule decides, on the whole change
             residual = self.it.residual(change) if e == self.n else None
-            self.it.decide(k, residual, new, exact=exact)
+            self.it.decide(k, residual, new, exact=b + 1 >= self.n)
         return next_b
 
     def learn(self, b: int, e: int, members: Tensor, x: Tensor, phi: Tensor,
