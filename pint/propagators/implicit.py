@@ -344,12 +344,12 @@ class DIRK:
         def solve(g: Tensor, inverse: Tensor = inverse) -> Tensor:
             if len(factors) == 1:
                 lu, pivots = factors[0]
-                return torch.linalg.lu_solve(lu, pivots, g.T).T
+                return torch.linalg.lu_solve(lu, pivots, g.T.contiguous()).T
             out = torch.empty_like(g)
             for n, (lu, pivots) in enumerate(factors):
                 mask = inverse == n
                 if bool(mask.any()):
-                    out[mask] = torch.linalg.lu_solve(lu, pivots, g[mask].T).T
+                    out[mask] = torch.linalg.lu_solve(lu, pivots, g[mask].T.contiguous()).T
             return out
 
         solve.inverse = inverse  # type: ignore[attr-defined]
@@ -427,7 +427,7 @@ def _restrict(solver: Callable[[Tensor], Tensor], active: Tensor) -> Callable[[T
         for n, (lu, pivots) in enumerate(factors):
             mask = inverse == n
             if bool(mask.any()):
-                out[mask] = torch.linalg.lu_solve(lu, pivots, g[mask].T).T
+                out[mask] = torch.linalg.lu_solve(lu, pivots, g[mask].T.contiguous()).T
         return out
 
     return solve
