@@ -193,6 +193,36 @@ def tiny_sd_pipeline(
     return pipe
 
 
+SD_BETAS: dict[str, Any] = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+"""Stable Diffusion 1.x's noise schedule (the diffusers scheduler options)."""
+
+
+def sd_schedulers() -> dict[str, Any]:
+    """Every deterministic variance-preserving scheduler pint_diffusion covers, in Stable
+    Diffusion's configuration: a name -> a function that builds a fresh scheduler (DDIM,
+    Euler, Heun, KDPM2, DPM++ 2M/3M with and without Karras sigmas, UniPC of orders 2 and 3,
+    PNDM, DEIS, LMS). diffusers is imported here."""
+    import diffusers as d
+
+    return {
+        "ddim": lambda: d.DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False,
+                                        steps_offset=1),
+        "euler": lambda: d.EulerDiscreteScheduler(**SD_BETAS),
+        "heun": lambda: d.HeunDiscreteScheduler(**SD_BETAS),
+        "kdpm2": lambda: d.KDPM2DiscreteScheduler(**SD_BETAS),
+        "dpm2m": lambda: d.DPMSolverMultistepScheduler(**SD_BETAS),
+        "dpm2m-karras": lambda: d.DPMSolverMultistepScheduler(**SD_BETAS, use_karras_sigmas=True),
+        "dpm3m": lambda: d.DPMSolverMultistepScheduler(**SD_BETAS, solver_order=3),
+        "dpm3m-karras": lambda: d.DPMSolverMultistepScheduler(**SD_BETAS, solver_order=3,
+                                                              use_karras_sigmas=True),
+        "unipc2": lambda: d.UniPCMultistepScheduler(**SD_BETAS, solver_order=2),
+        "unipc3": lambda: d.UniPCMultistepScheduler(**SD_BETAS, solver_order=3),
+        "pndm": lambda: d.PNDMScheduler(**SD_BETAS, skip_prk_steps=True),
+        "deis": lambda: d.DEISMultistepScheduler(**SD_BETAS),
+        "lms": lambda: d.LMSDiscreteScheduler(**SD_BETAS),
+    }
+
+
 def tiny_class_unet(num_classes: int = 10, seed: int = 0, **config: Any) -> Any:
     """A tiny class-conditional ``UNet2DModel``: 8x8, 1 channel, ``num_classes + 1`` class
     embeddings (the last, ``num_classes``, serves as the null class for guidance)."""

@@ -24,6 +24,7 @@ from diffusers import (
 from pint_diffusion.adapters import DiffusersDenoiser
 from pint_diffusion.testing import (
     LATENT_CHANNELS,
+    SD_BETAS,
     tiny_class_unet,
     tiny_sd_components,
     tiny_sd_pipeline,
@@ -32,7 +33,6 @@ from pint_diffusion.testing import (
 
 TOL = 1e-4
 STEPS = 8
-SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
 def _ddim(**kw):

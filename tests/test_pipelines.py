@@ -81,15 +81,8 @@ def test_refuses_options_outside_the_ode_view(components, kwargs, error):
 # The parallel pipelines (ParallelMixin): SD, SDXL, SD3 and Flux against the originals
 # ------------------------------------------------------------------------------------------
 from diffusers import (  # noqa: E402
-    DEISMultistepScheduler,
-    DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
 )
 
 from pint_diffusion import SRDS  # noqa: E402
@@ -102,6 +95,8 @@ from pint_diffusion.pipelines import (  # noqa: E402
     pipeline_for_folder,
 )
 from pint_diffusion.testing import (  # noqa: E402
+    SD_BETAS,
+    sd_schedulers,
     tiny_flux_components,
     tiny_flux_pipeline,
     tiny_sd3_components,
@@ -110,25 +105,8 @@ from pint_diffusion.testing import (  # noqa: E402
     tiny_sdxl_pipeline,
 )
 
-SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 #: The variance-preserving schedulers SD and SDXL use (the issue's list).
-VP_SCHEDULERS = {
-    "ddim": lambda: DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False,
-                                  steps_offset=1),
-    "euler": lambda: EulerDiscreteScheduler(**SD_BETAS),
-    "heun": lambda: HeunDiscreteScheduler(**SD_BETAS),
-    "kdpm2": lambda: KDPM2DiscreteScheduler(**SD_BETAS),
-    "dpm2m": lambda: DPMSolverMultistepScheduler(**SD_BETAS),
-    "dpm2m-karras": lambda: DPMSolverMultistepScheduler(**SD_BETAS, use_karras_sigmas=True),
-    "dpm3m": lambda: DPMSolverMultistepScheduler(**SD_BETAS, solver_order=3),
-    "dpm3m-karras": lambda: DPMSolverMultistepScheduler(**SD_BETAS, solver_order=3,
-                                                        use_karras_sigmas=True),
-    "unipc2": lambda: UniPCMultistepScheduler(**SD_BETAS, solver_order=2),
-    "unipc3": lambda: UniPCMultistepScheduler(**SD_BETAS, solver_order=3),
-    "pndm": lambda: PNDMScheduler(**SD_BETAS, skip_prk_steps=True),
-    "deis": lambda: DEISMultistepScheduler(**SD_BETAS),
-    "lms": lambda: LMSDiscreteScheduler(**SD_BETAS),
-}
+VP_SCHEDULERS = sd_schedulers()
 FAST = {"sd": {"ddim", "heun", "dpm2m-karras", "unipc3", "pndm"}, "sdxl": {"dpm3m", "euler"}}
 PAR_STEPS = 6
 EXACT = SRDS(blocks=3, tol=0.0)  # uneven blocks over 6 (or Heun's 11) steps

@@ -21,17 +21,11 @@ from devices import DEVICES
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
-    DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
     DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
 )
 
 import pint
@@ -41,26 +35,11 @@ from pint_diffusion.schedulers import (
     check_deterministic,
     scheduler_trajectory,
 )
-
-SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+from pint_diffusion.testing import SD_BETAS, sd_schedulers
 
 #: Every scheduler the issue lists, in SD's configuration (the flow one in SD3's).
 SCHEDULERS = {
-    "ddim": lambda: DDIMScheduler(**SD, clip_sample=False, set_alpha_to_one=False,
-                                  steps_offset=1),
-    "euler": lambda: EulerDiscreteScheduler(**SD),
-    "heun": lambda: HeunDiscreteScheduler(**SD),
-    "kdpm2": lambda: KDPM2DiscreteScheduler(**SD),
-    "dpm2m": lambda: DPMSolverMultistepScheduler(**SD),
-    "dpm2m-karras": lambda: DPMSolverMultistepScheduler(**SD, use_karras_sigmas=True),
-    "dpm3m": lambda: DPMSolverMultistepScheduler(**SD, solver_order=3),
-    "dpm3m-karras": lambda: DPMSolverMultistepScheduler(**SD, solver_order=3,
-                                                        use_karras_sigmas=True),
-    "unipc2": lambda: UniPCMultistepScheduler(**SD, solver_order=2),
-    "unipc3": lambda: UniPCMultistepScheduler(**SD, solver_order=3),
-    "pndm": lambda: PNDMScheduler(**SD, skip_prk_steps=True),
-    "deis": lambda: DEISMultistepScheduler(**SD),
-    "lms": lambda: LMSDiscreteScheduler(**SD),
+    **sd_schedulers(),
     "flow": lambda: FlowMatchEulerDiscreteScheduler(shift=3.0),
 }
 STEPS = 7
@@ -141,9 +120,9 @@ def test_history_is_found_by_name():
 
 
 @pytest.mark.parametrize(("make", "match"), [
-    (lambda: DDPMScheduler(**SD), "DDPMScheduler is stochastic"),
-    (lambda: EulerAncestralDiscreteScheduler(**SD), "EulerAncestralDiscreteScheduler"),
-    (lambda: DPMSolverMultistepScheduler(**SD, algorithm_type="sde-dpmsolver++"),
+    (lambda: DDPMScheduler(**SD_BETAS), "DDPMScheduler is stochastic"),
+    (lambda: EulerAncestralDiscreteScheduler(**SD_BETAS), "EulerAncestralDiscreteScheduler"),
+    (lambda: DPMSolverMultistepScheduler(**SD_BETAS, algorithm_type="sde-dpmsolver++"),
      "algorithm_type='sde-dpmsolver\\+\\+'"),
     (lambda: FlowMatchEulerDiscreteScheduler(stochastic_sampling=True), "stochastic_sampling"),
 ])
@@ -154,10 +133,10 @@ def test_refuses_stochastic_schedulers(make, match):
 
 def test_refuses_stochastic_step_options():
     with pytest.raises(ValueError, match=r"eta=0\.5"):
-        check_deterministic(DDIMScheduler(**SD), {"eta": 0.5})
+        check_deterministic(DDIMScheduler(**SD_BETAS), {"eta": 0.5})
     with pytest.raises(ValueError, match=r"s_churn=1\.0"):
-        check_deterministic(EulerDiscreteScheduler(**SD), {"s_churn": 1.0})
-    check_deterministic(DDIMScheduler(**SD), {"eta": 0.0})
+        check_deterministic(EulerDiscreteScheduler(**SD_BETAS), {"s_churn": 1.0})
+    check_deterministic(DDIMScheduler(**SD_BETAS), {"eta": 0.0})
 
 
 def test_refuses_a_scheduler_that_draws_random_numbers():
@@ -166,18 +145,18 @@ def test_refuses_a_scheduler_that_draws_random_numbers():
             return super().step(model_output + 0.1 * torch.randn_like(model_output), timestep,
                                 sample, **kwargs)
 
-    sched = NoisyEuler(**SD)
+    sched = NoisyEuler(**SD_BETAS)
     sched.set_timesteps(4)
     with pytest.raises(ValueError, match=r"NoisyEuler\.step is not deterministic"):
         SchedulerStepper(sched, SHAPE)
     if hasattr(diffusers, "DPMSolverSDEScheduler"):
         with pytest.raises(ValueError, match="DPMSolverSDEScheduler"):
-            check_deterministic(DPMSolverSDEScheduler(**SD))
+            check_deterministic(DPMSolverSDEScheduler(**SD_BETAS))
 
 
 def test_needs_set_timesteps():
     with pytest.raises(ValueError, match="set_timesteps"):
-        SchedulerStepper(EulerDiscreteScheduler(**SD), SHAPE)
+        SchedulerStepper(EulerDiscreteScheduler(**SD_BETAS), SHAPE)
 
 
 def test_describe_names_the_step():
