@@ -48,6 +48,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -171,10 +172,45 @@ class Clock:
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
-    """``torch.cuda.synchronize`` on CUDA, nothing elsewhere (CPU calls are synchronous)."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
+    """``torch.cuda.synchronize`` on CUDA, nothing elsewhere (CPU calls are synchronous). It is
+    never counted by :class:`SyncCounter`: the benchmark's own synchronisations are not the
+    sampler's."""
+    if device.type != "cuda":
+        return lambda: None
+
+    def sync() -> None:
+        mode = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode(0)
+        try:
+            torch.cuda.synchronize(device)
+        finally:
+            torch.cuda.set_sync_debug_mode(mode)
+
+    return sync
+
+
+class SyncCounter:
+    """Counts the host-device synchronisations made inside the block (CUDA's sync debug mode:
+    every ``.item()``, ``bool(tensor)``, blocking copy, ``nonzero`` ... warns once); ``count``
+    stays None off CUDA, where nothing synchronises."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.count = device, None
+        self._record: Any = None
+
+    def __enter__(self) -> SyncCounter:
+        if self.device.type == "cuda":
+            self._record = warnings.catch_warnings(record=True)
+            self._seen = self._record.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._record is not None:
+            torch.cuda.set_sync_debug_mode(0)
+            self._record.__exit__(*exc)
+            self.count = sum("synchroniz" in str(w.message) for w in self._seen)
 
 
 def reset_peak(device: torch.device) -> None:
@@ -197,6 +233,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
     """:func:`common.machine_info` plus the device's name (the CPU model off CUDA)."""
     info = machine_info()
     info["device"] = str(device)
+    info["package"] = str(Path(pint_diffusion.__file__).resolve().parent.parent)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
@@ -215,7 +252,8 @@ def device_line(info: dict[str, Any]) -> str:
               if info["device_memory_gib"] else ", CPU")
     return (f"Device: **{info['device_name']}** (`{info['device']}`{memory}); host CPU "
             f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch "
-            f"thread(s)); torch {info['torch']}, Python {info['python']}; {info['date']}.")
+            f"thread(s)); torch {info['torch']}, Python {info['python']}; {info['date']}; "
+            f"pint_diffusion from `{info.get('package', '?')}`.")
 
 
 # ----------------------------------------------------------------------------- models
@@ -482,9 +520,10 @@ def measure(model: Model, case: Case, s: Settings, reference: torch.Tensor | Non
         row["first_run_s"] = time.perf_counter() - first
     reset_peak(s.device)
     timed = TimedDenoiser(model.denoiser, synchronize=sync)
-    start = time.perf_counter()
-    run_once(model, timed, case, x, sigmas, extra, sync)
-    total = time.perf_counter() - start
+    with SyncCounter(s.device) as syncs:
+        start = time.perf_counter()
+        run_once(model, timed, case, x, sigmas, extra, sync)
+        total = time.perf_counter() - start
     wall, result = median_time(
         lambda: run_once(model, model.denoiser, case, x, sigmas, extra, sync), s.repeats)
     row.update(wall_s=wall, peak_mib=peak_mib(s.device))
@@ -494,7 +533,10 @@ def measure(model: Model, case: Case, s: Settings, reference: torch.Tensor | Non
                rows=timed.rows, calls=timed.calls, max_rows_per_call=max(timed.rows_per_call),
                instrumented_s=total, model_s=timed.seconds, outside_s=total - timed.seconds,
                outside_share=(total - timed.seconds) / total,
-               outside_per_call_ms=(total - timed.seconds) / timed.calls * 1e3, status="ok")
+               outside_per_call_ms=(total - timed.seconds) / timed.calls * 1e3,
+               syncs=syncs.count,
+               syncs_per_call=None if syncs.count is None else syncs.count / timed.calls,
+               status="ok")
     data = model.denoiser.from_ve(result[0], sigmas[-1]) if result is not None else None
     if data is not None and reference is not None:
         row["rms_vs_serial"] = errors(data, reference)["rms_error"]
@@ -659,7 +701,9 @@ def to_markdown(payload: dict[str, Any]) -> str:
         "One more run per configuration, before the timed ones (so it also pays for the first "
         "use of each shape), with every denoiser call timed between two device "
         "synchronisations (the syncs themselves slow it a little): `outside` = total - model "
-        "time, i.e. the sampler's Python scheduling, host syncs and tensor bookkeeping.",
+        "time, i.e. the sampler's Python scheduling, host syncs and tensor bookkeeping. "
+        "`host syncs`: the synchronisations the sampler and the denoiser made in that run "
+        "(CUDA's sync debug mode; the benchmark's own are not counted).",
         "",
         markdown_table([r for r in t["wall_clock"] if r["status"] == "ok"], [
             ("model", "model", "s"), ("N", "steps", "d"), ("batch", "batch", "d"),
@@ -667,7 +711,8 @@ def to_markdown(payload: dict[str, Any]) -> str:
             ("most rows per call", "max_rows_per_call", "d"),
             ("total (s)", "instrumented_s", ".3f"), ("model (s)", "model_s", ".3f"),
             ("outside (s)", "outside_s", ".3f"), ("outside share", "outside_share", ".1%"),
-            ("outside per call (ms)", "outside_per_call_ms", ".2f")]),
+            ("outside per call (ms)", "outside_per_call_ms", ".2f"),
+            ("host syncs", "syncs", ""), ("syncs per call", "syncs_per_call", ".2f")]),
         "",
         f"## torch.compile of the UNet (backend `{payload['compile_backend']}`)",
         "",

@@ -496,8 +496,8 @@ class DiffusersDenoiser(nn.Module):
             raise ValueError(f"sigma has {sigma_t.shape[0]} values for a batch of {batch} rows")
         idx = self._lookup(sigma_t)
         assert self._table_sigmas is not None and self._table_timesteps is not None
-        s64 = self._table_sigmas[idx].to(x.device)
-        timesteps = self._table_timesteps[idx].to(x.device)
+        s64 = self._table_sigmas[idx].to(x.device, non_blocking=True)
+        timesteps = self._table_timesteps[idx].to(x.device, non_blocking=True)
         bcast = (-1, *([1] * (x.ndim - 1)))
         c_in = (1 + s64**2).rsqrt().to(x.dtype).reshape(bcast)  # = sqrt(abar)
         s = s64.to(x.dtype).reshape(bcast)

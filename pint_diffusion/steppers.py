@@ -18,6 +18,7 @@ import itertools
 from collections.abc import Generator
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from pint.engine import Propagation, Request
@@ -121,32 +122,41 @@ class OnSchedule:
     def __repr__(self) -> str:
         return f"OnSchedule({self.solver!r}, {len(self.grid) - 1} steps)"
 
-    def _positions(self, sigmas: Tensor) -> Tensor:
-        match = sigmas.reshape(-1, 1) == self.grid.to(sigmas).reshape(1, -1)
-        if not bool(match.any(1).all()):
-            missing = sigmas[~match.any(1)][:3].tolist()
+    def _positions(self, *sigmas: Tensor) -> list[list[int]]:
+        """The grid positions of each tensor of noise levels, read back in one transfer."""
+        flat = torch.cat([s.reshape(-1) for s in sigmas])
+        match = flat.reshape(-1, 1) == self.grid.to(flat).reshape(1, -1)
+        found = torch.where(match.any(1), match.to(torch.int8).argmax(1), -1).tolist()
+        if -1 in found:
+            missing = [v for v, i in zip(flat.tolist(), found, strict=True) if i < 0][:3]
             raise ValueError(f"noise levels {missing} are not points of the schedule")
-        return match.float().argmax(1)
+        out, at = [], 0
+        for s in sigmas:
+            out.append(found[at:at + s.numel()])
+            at += s.numel()
+        return out
 
     def slice_depths(self, t: Tensor) -> list[int]:
         """Evaluation rounds of each slice of ``t`` (noise levels on the grid)."""
         grid = self.grid.tolist()
-        positions = self._positions(t).tolist()
+        (positions,) = self._positions(t)
         return [
             sum(self.solver.depth(grid[i], grid[i + 1]) for i in range(a, b))
             for a, b in itertools.pairwise(positions)
         ]
 
     def propagate(self, t0: Tensor, t1: Tensor, y0: Tensor) -> Propagation:
-        """Take the schedule's steps from ``t0`` to ``t1`` for every row."""
-        start, end = self._positions(t0), self._positions(t1)
-        counts = end - start
+        """Take the schedule's steps from ``t0`` to ``t1`` for every row (one read-back of the
+        rows' grid positions; the steps themselves never wait for the device)."""
+        start, end = self._positions(t0, t1)
         grid = self.grid.to(t0)
-        every = bool((counts == counts[0]).all())
+        device = y0.device
         x = y0
-        for j in range(int(counts.max())):
-            rows = None if every else (counts > j).nonzero().squeeze(1)
-            here = start + j if rows is None else start[rows] + j
+        for j in range(max(b - a for a, b in zip(start, end, strict=True))):
+            todo = [r for r, (a, b) in enumerate(zip(start, end, strict=True)) if b - a > j]
+            every = len(todo) == len(start)
+            rows = None if every else torch.tensor(todo).to(device, non_blocking=True)
+            here = torch.tensor([start[r] + j for r in todo]).to(device, non_blocking=True)
             step = self.solver.step(grid[here], grid[here + 1], x if rows is None else x[rows])
             try:
                 request = next(step)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pint.engine import Engine, NonFiniteError, Request, Task
+from pint.engine import MAX_PENDING_CHECKS, Engine, NonFiniteError, Request, Task
 
 
 def counting(calls):
@@ -157,12 +157,36 @@ def test_non_finite_output_names_the_task_row_and_every_bad_problem():
     engine.start(Task(euler(torch.zeros(3), torch.ones(3), torch.ones(3, 1), 2), lambda y: None,
                       label="fine", iteration=5, points=torch.tensor([10, 11, 12]),
                       problems=torch.tensor([1, 2, 4])))
+    engine.step()  # the check is read back at verify(), not in the round
+    engine.step()
     with pytest.raises(NonFiniteError, match="point 11 in iteration 5") as info:
-        engine.step()
-    where = info.value.location
+        engine.verify()
+    where = info.value.location  # the first non-finite round, not a later one
     assert (where.label, where.point, where.problem, where.evaluation) == ("fine", 11, 2, 0)
     assert info.value.problems == [2, 4]
     assert not engine.live  # the engine closed its tasks
+
+
+def test_pending_checks_are_read_when_a_task_fails_and_every_64_rounds():
+    def f(t, y):
+        return torch.full_like(y, float("nan"))
+
+    def failing(steps):
+        for _ in range(steps):
+            yield Request(torch.zeros(1), torch.ones(1, 1))
+        raise RuntimeError("caused by the NaN")
+
+    engine = Engine(f)
+    engine.start(Task(failing(3), lambda y: None))
+    with pytest.raises(NonFiniteError, match="evaluation 0") as info:
+        engine.run()
+    assert isinstance(info.value.__context__, RuntimeError)
+
+    engine = Engine(f)
+    engine.start(Task(failing(1000), lambda y: None))
+    with pytest.raises(NonFiniteError, match="evaluation 0"):
+        engine.run()
+    assert engine.rounds == MAX_PENDING_CHECKS
 
 
 def test_sync_clock_is_a_lamport_clock():

@@ -183,6 +183,9 @@ class Iterations:
         advice: what to do when the residuals keep growing; given, an
             :class:`InstabilityWarning` with it is issued once when a problem's residual has
             grown three iterations in a row.
+        verify: reads the engine's pending finiteness checks (:meth:`pint.engine.Engine.verify`)
+            before a residual or a decision is read, so a non-finite evaluation is reported
+            as such rather than as the non-finite residual it caused.
 
     Attributes:
         active: the indices of the problems still iterating (``None``: all of them).
@@ -194,11 +197,13 @@ class Iterations:
         self, y0: Tensor, points: int, *, tol: float, stop: StopRule, norm: Norm | None,
         max_iters: int, exact_after: int, callback: Callback | None = None,
         store_iterates: bool = False, squeeze: bool = False, advice: str | None = None,
+        verify: Callable[[], None] | None = None,
     ) -> None:
         self.batch = y0.shape[0]
         self.tol, self.stop, self.norm = float(tol), stop, norm
         self.max_iters, self.exact_after = max_iters, exact_after
         self.callback, self.squeeze, self.advice = callback, squeeze, advice
+        self.verify = verify or (lambda: None)
         self.active: Tensor | None = None
         self.result = y0.unsqueeze(0).expand(points, *y0.shape).clone()
         self.sample_iterations = torch.zeros(self.batch, dtype=torch.long)
@@ -229,6 +234,7 @@ class Iterations:
         else:
             values = torch.stack([torch.as_tensor(self.norm(change[:, i]))
                                   for i in range(change.shape[1])])
+        self.verify()  # a non-finite evaluation is the error to report, not its residual
         values = values.detach().to("cpu", torch.float64)
         if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
             raise ValueError(f"the residual norm must return finite values >= 0, got "
@@ -244,6 +250,7 @@ class Iterations:
 
         ``exact`` (default: ``k >= exact_after``) says the states are now the serial solution;
         ``stopping`` overrides the stopping rule (an algorithm with its own acceptance)."""
+        self.verify()
         samples = self.active
         cpu = slice(None) if samples is None else samples.cpu()
         exact = k >= self.exact_after if exact is None else exact
@@ -303,6 +310,7 @@ class Iterations:
                  evaluations: dict[str, int] | None = None) -> Solution:
         """The :class:`pint.Solution` of the solve (``depth``/``evaluations`` default to the
         engine's own counts)."""
+        engine.verify()
         counts = dict(engine.rows) if evaluations is None else evaluations
         stats = Stats(
             nfe=sum(counts.values()),

@@ -333,7 +333,8 @@ class _MGRIT:
         self.relaxation, self.cycle, self.norm = relaxation, cycle, norm
         self.it = Iterations(y0.unsqueeze(0), len(t), tol=tol, stop=Tolerance(), norm=None,
                              max_iters=max_iters, exact_after=max_iters + 1, callback=callback,
-                             store_iterates=store_iterates, squeeze=True)
+                             store_iterates=store_iterates, squeeze=True,
+                             verify=self.engine.verify)
         self.iteration = 0
         self.levels: list[_Level] = []
         stride, grid = 1, t

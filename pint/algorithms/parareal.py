@@ -139,12 +139,12 @@ def parareal(
         raise ValueError("callback and store_iterates are not supported over processes")
     states = y0 if independent else y0.unsqueeze(0)
     lo, hi = transport.owned(len(t) - 1)
+    engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
     iterations = Iterations(
         states, hi - lo + 1, tol=float(tol), stop=stop, norm=norm, max_iters=max_iters,  # type: ignore[arg-type]
         exact_after=len(t) - 1, callback=callback, store_iterates=store_iterates,
-        squeeze=not independent, advice=INSTABILITY_ADVICE,
+        squeeze=not independent, advice=INSTABILITY_ADVICE, verify=engine.verify,
     )
-    engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
     return Parareal(engine, iterations, states, t, coarse, fine, pipelined, transport).run()
 
 
@@ -285,13 +285,17 @@ class Parareal:
 
     def form(self, m: int, k: int, value: Tensor) -> None:
         """Boundary ``m`` of iteration ``k`` is known for the active problems."""
-        if not bool(torch.isfinite(value).all()):
-            bad = (~torch.isfinite(value.flatten(1))).any(1).nonzero().flatten()
-            problems = self.it.members(value.device)[bad].tolist()
+        members = self.it.members(value.device)
+
+        def fail() -> None:
+            bad = (~torch.isfinite(value.reshape(len(value), -1))).any(1).nonzero().flatten()
+            problems = members[bad].tolist()
             raise NonFiniteError(
                 f"the state at slice boundary {m} became non-finite in iteration {k}",
                 Location("state", k, m, problems[0]), problems,
             )
+
+        self.engine.expect_finite(value, fail)
         table = self.tables.get(k)
         if table is None:  # first boundary of iteration k here: carry the exact prefix over
             table = self.tables[k] = self.tables[k - 1].clone()
@@ -320,7 +324,8 @@ class Parareal:
         table = self.tables[k]
         y0 = torch.cat([self.it.take(table[n - self.lo]) for n in slices])
         rows = len(y0) // len(slices)
-        index = torch.tensor(slices, device=self.t.device).repeat_interleave(rows)
+        points = torch.tensor(slices).repeat_interleave(rows)
+        index = points.to(self.t.device, non_blocking=True)
         members = self.it.members(y0.device)
 
         def on_done(y1: Tensor) -> None:
@@ -338,7 +343,7 @@ class Parareal:
         propagator = self.coarse if label == "coarse" else self.fine
         self.engine.start(Task(
             propagator.propagate(self.t[index], self.t[index + 1], y0), on_done, label=label,
-            iteration=k, points=index.cpu(), problems=members.repeat(len(slices)),
+            iteration=k, points=points, problems=members.repeat(len(slices)),
         ))
 
     def try_form(self, m: int, k: int) -> None:

@@ -304,12 +304,12 @@ def picard(
             raise TypeError(f"{name} must be a {kind.__name__} instance (see pint.picard), "
                             f"got {value!r}")
     states = y0 if independent else y0.unsqueeze(0)
+    engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
     iterations = Iterations(
         states, n + 1, tol=float(tol), stop=stop, norm=norm, max_iters=max_iters,
         exact_after=n, callback=callback, store_iterates=store_iterates,
-        squeeze=not independent,
+        squeeze=not independent, verify=engine.verify,
     )
-    engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
     solver = Picard(engine, iterations, t, step, window, jacobian, initial, acceptance)
     return solver.run()
 
@@ -327,6 +327,7 @@ class Picard:
         self.batch = iterations.batch
         self.factors = jacobian.prior(t).to(t.device).unsqueeze(1).repeat(1, self.batch)
         self.learns = bool(getattr(jacobian, "learns", True))
+        self.picard = not self.learns and bool((self.factors == 1).all())  # a cumulative sum
         self.seen_x: Tensor | None = None  # the last evaluated points and their images
         self.seen_phi: Tensor | None = None
         self.seen = torch.zeros(self.n, self.batch, dtype=torch.bool)  # which are known
@@ -368,10 +369,11 @@ class Picard:
         points = e - b
         s = x.shape[1]
         rows = x[b:e].flatten(0, 1)
-        index = torch.arange(b, e, device=self.t.device).repeat_interleave(s)
+        starts = torch.arange(b, e).repeat_interleave(s)  # each row's step, on the host
+        index = starts.to(self.t.device, non_blocking=True)
         phi = self.evaluate(
             self.step.propagate(self.t[index], self.t[index + 1], rows), "step", k,
-            index.cpu(), members.repeat(points),
+            starts, members.repeat(points),
         ).reshape(points, *x.shape[1:])
         a = self.factors[:, members]
         if self.learns:
@@ -416,7 +418,7 @@ class Picard:
         evaluations, beyond it (no evaluation) carrying the correction of the window's end."""
         new = x.clone()
         shape = (-1, *[1] * (x.ndim - 2))
-        if bool((a[b:] == 1).all()):  # Picard: a cumulative sum
+        if self.picard:
             new[b + 1:e + 1] = x[b] + (phi - x[b:e]).cumsum(0)
             new[e + 1:] = x[e + 1:] + (new[e] - x[e])
             return new

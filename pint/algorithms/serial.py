@@ -70,6 +70,7 @@ def serial(
         engine.run()
         if callback is not None:
             callback(n, ys[-1] if independent else ys[-1][0])
+    engine.verify()
     depths = slice_depths(method, t)
     return Solution(
         ys=torch.stack(ys) if independent else torch.cat(ys),

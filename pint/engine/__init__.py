@@ -11,6 +11,11 @@ most ``max_batch`` rows when that is set), then hands each task its rows. A task
 a round joins the next one, so the round in which a value becomes available is exactly its depth
 on the critical path: :attr:`Engine.rounds` *is* the solve's ``sequential_nfe``.
 
+A round never waits for the device: the finiteness of its evaluations is tested on the device
+and read back, with every other pending check, at :meth:`Engine.verify` (the algorithms call it
+where they read a value anyway: a residual, the end of the solve). On a GPU the host can then
+queue the next round while the device still computes this one.
+
 Example::
 
     engine = Engine(f)
@@ -28,6 +33,9 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+#: The most finiteness checks an engine keeps unread; one more reads them all (a sync).
+MAX_PENDING_CHECKS = 64
 
 __all__ = ["Engine", "Location", "NonFiniteError", "Propagation", "Request", "Task", "VectorField"]
 
@@ -118,13 +126,17 @@ class Task:
 
     def _rows(self, values: Tensor | None, n: int) -> Tensor:
         """``values`` (one per row of the propagation) at the rows of the pending request."""
-        request = self.request
-        assert request is not None
-        if values is None:
-            return torch.arange(n) if request.rows is None else request.rows
-        if request.rows is None:
-            return values
-        return values[request.rows.to(values.device)]
+        assert self.request is not None
+        return _rows(self.request, values, n)
+
+
+def _rows(request: Request, values: Tensor | None, n: int) -> Tensor:
+    """``values`` (one per row of a propagation) at the ``n`` rows of ``request``."""
+    if values is None:
+        return torch.arange(n) if request.rows is None else request.rows
+    if request.rows is None:
+        return values
+    return values[request.rows.to(values.device, non_blocking=True)]
 
 
 def _request(value: object) -> Request:
@@ -144,7 +156,10 @@ class Engine:
             ``(R, *state_shape)``, returning ``dy/dt`` like ``y``; with ``with_index=True`` it
             is called as ``f(t, y, problems)`` with each row's problem index.
         with_index: pass each row's problem index to ``f``.
-        check_finite: raise :class:`NonFiniteError` when ``f`` returns NaN or infinity.
+        check_finite: raise :class:`NonFiniteError` when ``f`` returns NaN or infinity. The
+            check runs on the device and is read back at the next :meth:`verify`, which the
+            algorithms call where they read a value anyway (a residual, the end of the solve),
+            so a round costs no host-device synchronisation of its own.
         max_batch: the most rows in one call of ``f``; a round with more rows is split into
             several calls (same depth: it is still one round). ``None``: no limit.
 
@@ -171,6 +186,7 @@ class Engine:
         self._finished: deque[tuple[Task, Tensor]] = deque()
         self._draining = False
         self._checked = False
+        self._checks: list[tuple[Tensor, Callable[[], None]]] = []
 
     # -- tasks -------------------------------------------------------------------------
     def start(self, task: Task) -> None:
@@ -199,6 +215,25 @@ class Engine:
             task.propagation.close()
         self.live.clear()
 
+    def expect_finite(self, value: Tensor, fail: Callable[[], None]) -> None:
+        """Check that ``value`` is finite at the next :meth:`verify`; ``fail`` raises if not.
+
+        The test runs on ``value``'s device now; only its one-element result is read back later,
+        with every other pending check, so checking costs no synchronisation per round.
+        """
+        self._defer(torch.isfinite(value).all(), fail)
+
+    def verify(self) -> None:
+        """Read the pending finiteness checks (one transfer) and raise for the first failed one."""
+        if not self._checks:
+            return
+        checks, self._checks = self._checks, []
+        passed = torch.stack([ok for ok, _ in checks]).tolist()
+        for ok, (_, fail) in zip(passed, checks, strict=True):
+            if not ok:
+                self.close()
+                fail()
+
     def sync_clock(self, rounds: int) -> None:
         """A value computed elsewhere at depth ``rounds`` arrived (a Lamport clock)."""
         self.rounds = max(self.rounds, rounds)
@@ -212,6 +247,9 @@ class Engine:
             while self._finished:
                 task, value = self._finished.popleft()
                 task.on_done(value)
+        except Exception:
+            self.verify()  # a non-finite evaluation, not what it caused, is the error to report
+            raise
         finally:
             self._draining = False
 
@@ -227,23 +265,27 @@ class Engine:
         index = None
         if self.with_index:
             index = _cat([task._rows(task.problems, size) for task, size in
-                          zip(self.live, sizes, strict=True)]).to(y.device)
+                          zip(self.live, sizes, strict=True)]).to(y.device, non_blocking=True)
         out = self._evaluate(t, y, index)
-        if self.check_finite and not bool(torch.isfinite(out).all()):
-            self._raise_non_finite(out, sizes)
         self.rounds += 1
+        if self.check_finite:
+            self._expect_finite_rows(out, sizes)
         parts = out.split(sizes) if len(sizes) > 1 else (out,)
         still_live = []
-        for task, part in zip(self.live, parts, strict=True):
-            self.rows[task.label] += len(part)
-            task.evaluations += 1
-            try:
-                task.request = _request(task.propagation.send(part))
-                still_live.append(task)
-            except StopIteration as stop:
-                self._finished.append((task, stop.value))
-        self.live = still_live
-        self._drain()
+        try:
+            for task, part in zip(self.live, parts, strict=True):
+                self.rows[task.label] += len(part)
+                task.evaluations += 1
+                try:
+                    task.request = _request(task.propagation.send(part))
+                    still_live.append(task)
+                except StopIteration as stop:
+                    self._finished.append((task, stop.value))
+            self.live = still_live
+            self._drain()
+        except Exception:
+            self.verify()  # a non-finite evaluation, not what it caused, is the error to report
+            raise
 
     def _evaluate(self, t: Tensor, y: Tensor, index: Tensor | None) -> Tensor:
         """``f`` on all rows, in chunks of at most ``max_batch`` rows."""
@@ -262,24 +304,38 @@ class Engine:
             outs.append(out)
         return _cat(outs)
 
-    def _raise_non_finite(self, out: Tensor, sizes: list[int]) -> None:
-        bad_rows = (~torch.isfinite(out.flatten(1))).any(1)
-        first: Location | None = None
-        problems: set[int] = set()
-        for task, bad, size in zip(self.live, bad_rows.split(sizes), sizes, strict=True):
-            if not bool(bad.any()):
-                continue
-            owners = task._rows(task.problems, size).cpu()
-            problems.update(owners[bad.cpu()].tolist())
-            if first is None:
-                row = int(bad.nonzero()[0])
-                points = task._rows(task.points, size) if task.points is not None else None
-                first = Location(task.label, task.iteration,
-                                 0 if points is None else int(points[row]),
-                                 int(owners[row]), task.evaluations)
-        assert first is not None
-        self.close()
-        raise NonFiniteError(f"f returned a non-finite value in {first}", first, sorted(problems))
+    def _expect_finite_rows(self, out: Tensor, sizes: list[int]) -> None:
+        """Check this round's evaluations at the next :meth:`verify`; where they are not all
+        finite, name the first bad row and every problem with one."""
+        bad_rows = (~torch.isfinite(out.reshape(len(out), -1))).any(1)
+        tasks = [(task, size, task.evaluations, task.request) for task, size in
+                 zip(self.live, sizes, strict=True)]
+
+        def fail() -> None:
+            first: Location | None = None
+            problems: set[int] = set()
+            for (task, size, evaluations, request), bad in zip(tasks, bad_rows.cpu().split(sizes),
+                                                               strict=True):
+                if not bool(bad.any()):
+                    continue
+                owners = _rows(request, task.problems, size).cpu()
+                problems.update(owners[bad].tolist())
+                if first is None:
+                    row = int(bad.nonzero()[0])
+                    points = _rows(request, task.points, size)
+                    first = Location(task.label, task.iteration,
+                                     0 if task.points is None else int(points[row]),
+                                     int(owners[row]), evaluations)
+            assert first is not None
+            raise NonFiniteError(f"f returned a non-finite value in {first}", first,
+                                 sorted(problems))
+
+        self._defer(~bad_rows.any(), fail)
+
+    def _defer(self, ok: Tensor, fail: Callable[[], None]) -> None:
+        self._checks.append((ok, fail))
+        if len(self._checks) >= MAX_PENDING_CHECKS:
+            self.verify()
 
 
 def _check_output(out: object, y: Tensor) -> None:
