@@ -118,6 +118,7 @@ class OnSchedule:
             raise ValueError("grid must be 1-D, strictly decreasing, with at least 2 points")
         self.solver = solver
         self.grid = grid
+        self._known: tuple[Tensor, list[int]] | None = None  # a grid t and its positions
 
     def __repr__(self) -> str:
         return f"OnSchedule({self.solver!r}, {len(self.grid) - 1} steps)"
@@ -149,7 +150,23 @@ class OnSchedule:
         """Take the schedule's steps from ``t0`` to ``t1`` for every row (one read-back of the
         rows' grid positions; the steps themselves never wait for the device)."""
         start, end = self._positions(t0, t1)
-        grid = self.grid.to(t0)
+        return self._steps(start, end, y0, self.grid.to(t0))
+
+    def propagate_indexed(self, t: Tensor, start: Tensor, end: Tensor, y0: Tensor
+                          ) -> Propagation:
+        """:meth:`propagate` from ``t[start]`` to ``t[end]`` (host indices, see
+        :func:`pint.propagators.propagation`): the positions of ``t`` on the schedule are read
+        back once per grid ``t`` and kept, so starting a propagation never waits for the
+        device."""
+        if self._known is None or self._known[0] is not t:
+            self._known = (t, self._positions(t)[0])
+        at = self._known[1]  # .numpy(): the indices are host data (it refuses device tensors)
+        return self._steps([at[i] for i in start.numpy()], [at[i] for i in end.numpy()], y0,
+                           self.grid.to(t))
+
+    def _steps(self, start: list[int], end: list[int], y0: Tensor, grid: Tensor
+               ) -> Propagation:
+        """Every row from grid position ``start`` to ``end``, a step at a time."""
         device = y0.device
         x = y0
         for j in range(max(b - a for a, b in zip(start, end, strict=True))):

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..engine import Engine, Location, NonFiniteError, Task
-from ..propagators import Propagator, slice_depths
+from ..propagators import Propagator, propagation, slice_depths
 from ..solution import Solution
 from ..transport import Local, Transport
 from .driver import (
@@ -325,7 +325,6 @@ class Parareal:
         y0 = torch.cat([self.it.take(table[n - self.lo]) for n in slices])
         rows = len(y0) // len(slices)
         points = torch.tensor(slices).repeat_interleave(rows)
-        index = points.to(self.t.device, non_blocking=True)
         members = self.it.members(y0.device)
 
         def on_done(y1: Tensor) -> None:
@@ -342,7 +341,7 @@ class Parareal:
 
         propagator = self.coarse if label == "coarse" else self.fine
         self.engine.start(Task(
-            propagator.propagate(self.t[index], self.t[index + 1], y0), on_done, label=label,
+            propagation(propagator, self.t, points, points + 1, y0), on_done, label=label,
             iteration=k, points=points, problems=members.repeat(len(slices)),
         ))
 

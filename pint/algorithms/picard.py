@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..engine import Engine, Propagation, Request, Task
-from ..propagators import Propagator
+from ..propagators import Propagator, propagation
 from ..solution import Solution
 from .driver import Callback, Iterations, Norm, StopRule, Tolerance, check_options, vectorize
 from .parareal import check_propagators
@@ -370,9 +370,8 @@ class Picard:
         s = x.shape[1]
         rows = x[b:e].flatten(0, 1)
         starts = torch.arange(b, e).repeat_interleave(s)  # each row's step, on the host
-        index = starts.to(self.t.device, non_blocking=True)
         phi = self.evaluate(
-            self.step.propagate(self.t[index], self.t[index + 1], rows), "step", k,
+            propagation(self.step, self.t, starts, starts + 1, rows), "step", k,
             starts, members.repeat(points),
         ).reshape(points, *x.shape[1:])
         a = self.factors[:, members]

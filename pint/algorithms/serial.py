@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..engine import Engine, Task
-from ..propagators import Propagator, slice_depths
+from ..propagators import Propagator, propagation, slice_depths
 from ..solution import Solution, Stats
 from .driver import check_grid, vectorize
 from .parareal import check_propagators
@@ -62,9 +62,9 @@ def serial(
     rows = len(states)
     ys = [states]
     for n in range(len(t) - 1):
+        at = torch.full((rows,), n)
         engine.start(Task(
-            method.propagate(t[n].expand(rows), t[n + 1].expand(rows), ys[-1]), ys.append,
-            label="fine", points=torch.full((rows,), n),
+            propagation(method, t, at, at + 1, ys[-1]), ys.append, label="fine", points=at,
             problems=torch.arange(rows, device=y0.device),
         ))
         engine.run()

@@ -15,6 +15,12 @@ tensor), e.g. when some rows need fewer steps than others. The engine owns the v
 counts evaluations and batches the requests of all live propagations together; the
 propagator never sees ``f``.
 
+Algorithms start propagations across their own grid ``t`` through :func:`propagation`, with
+each row's start and end *indices* into ``t`` known on the host. A propagator that needs the
+positions of its times on a grid of its own (``pint_diffusion``'s ``OnSchedule``) may define
+``propagate_indexed(t, start, end, y0)``, which gets those indices instead of the times, so it
+never reads times back from the device.
+
 Any object with such a ``propagate`` method is a :class:`Propagator`. Propagators that know in
 advance how many evaluation rounds a slice costs also define ``depth`` (an int, the same for
 every slice) or ``slice_depths(t)`` (one int per slice of the grid ``t``), so that a solver can
@@ -78,6 +84,7 @@ __all__ = [
     "Request",
     "RungeKutta",
     "Torchdiffeq",
+    "propagation",
     "slice_depths",
 ]
 
@@ -95,6 +102,22 @@ class Propagator(Protocol):
     def propagate(self, t0: Tensor, t1: Tensor, y0: Tensor) -> Propagation:
         """Advance ``y0`` from ``t0`` to ``t1``, yielding the evaluations it needs."""
         ...
+
+
+def propagation(propagator: Propagator, t: Tensor, start: Tensor, end: Tensor,
+                y0: Tensor) -> Propagation:
+    """``propagator`` advancing each row of ``y0`` from ``t[start]`` to ``t[end]``.
+
+    ``start`` and ``end`` are integer index tensors on the host, one entry per row. A propagator
+    with a ``propagate_indexed(t, start, end, y0)`` method gets them as they are; any other gets
+    the times, ``propagate(t[start], t[end], y0)`` (indices copied to ``t``'s device without
+    waiting for it).
+    """
+    indexed = getattr(propagator, "propagate_indexed", None)
+    if callable(indexed):
+        return indexed(t, start, end, y0)
+    return propagator.propagate(t[start.to(t.device, non_blocking=True)],
+                                t[end.to(t.device, non_blocking=True)], y0)
 
 
 def slice_depths(propagator: object, t: Tensor) -> list[int] | None:
