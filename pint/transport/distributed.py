@@ -181,6 +181,7 @@ class Distributed:
         self.device = torch.device("cpu")
         self.ranges: list[tuple[int, int]] = []
         self.sends: list[tuple[Any, Tensor]] = []
+        self.shared: dict[int, list[tuple[int, Any, Tensor]]] = {}  # k -> sends of our share
         self.inbox: queue.Queue[_Message | _Lost] = queue.Queue()
         self.listeners: list[threading.Thread] = []
         self.ended: set[int] = set()  # ranks whose last message (done or abort) arrived
@@ -255,12 +256,17 @@ class Distributed:
     def _peer(self, rank: int) -> int:
         return rank if self.comm is None else dist.get_global_rank(self.comm, rank)
 
-    def _post(self, dst: int, head: Tensor, payloads: tuple[Tensor, ...] = ()) -> None:
-        """A header and its payloads to rank ``dst``; the sends complete in the background."""
+    def _post(self, dst: int, head: Tensor, payloads: tuple[Tensor, ...] = (),
+              into: list[Any] | None = None) -> None:
+        """A header and its payloads to rank ``dst``; the sends complete in the background
+        (their work objects and tensors are kept in ``self.sends``, or in ``into``)."""
         what = f"a message to rank {dst}"
         for tensor, tag in ((head, _HEAD), *((p, _DATA) for p in payloads)):
             work = self._comm(dist.isend, tensor, self._peer(dst), what=what, tag=tag)
-            self.sends.append((work, tensor))
+            if into is None:
+                self.sends.append((work, tensor))
+            else:
+                into.append((dst, work, tensor))
 
     def _listen(self, peer: int) -> None:
         """The thread for rank ``peer``: receive its messages in order until its last one."""
@@ -301,6 +307,7 @@ class Distributed:
             self.ended.add(item.peer)
             self.finals[item.peer] = item.payloads
         elif kind == _RESIDUAL:
+            self._release(item.peer, k)
             if not solver.it.done:
                 self.shares.setdefault(k, {})[item.peer] = item.payloads[0]
         elif not solver.it.done:  # a boundary
@@ -329,10 +336,26 @@ class Distributed:
         value = value.to(self.device, copy=True).contiguous()
         self.shares.setdefault(k, {})[self.rank] = value
         head = _header(_RESIDUAL, k)
+        sent = self.shared.setdefault(k, [])
         for peer in range(self.world):
             if peer != self.rank:
-                self._post(peer, head, (value,))
+                self._post(peer, head, (value,), into=sent)
         return value
+
+    def _release(self, peer: int, k: int) -> None:
+        """Rank ``peer`` sent its share of iteration ``k``, so it has decided ``k - 1`` and
+        received our shares up to there: drop those sends (a custom norm's share is large)."""
+        for j in [j for j in self.shared if j < k]:
+            keep = []
+            for dst, work, tensor in self.shared[j]:
+                if dst == peer:
+                    self._comm(work.wait, what=f"the residuals to rank {peer}", group=False)
+                else:
+                    keep.append((dst, work, tensor))
+            if keep:
+                self.shared[j] = keep
+            else:
+                del self.shared[j]
 
     def _ready(self, solver: Any) -> bool:
         return solver.pending is not None and len(self.shares.get(solver.pending[0], ())) == (
@@ -435,10 +458,12 @@ class Distributed:
             if thread.is_alive():
                 raise DistributedError(f"pint.distributed: rank {self.rank} timed out "
                                        f"receiving the last messages")
-        for work, _ in self.sends:
+        shared = [(work, tensor) for sent in self.shared.values() for _, work, tensor in sent]
+        for work, _ in self.sends + shared:
             left = timedelta(seconds=max(deadline - time.monotonic(), 0.001))
             self._comm(work.wait, left, what="the last messages", group=False)
         self.sends.clear()
+        self.shared.clear()
 
     def abort(self, solver: Any, error: BaseException) -> None:
         """The solve stops with ``error`` on this rank: tell every rank not yet told, and wait
