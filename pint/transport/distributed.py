@@ -78,7 +78,10 @@ class RankFailed(DistributedError):
             f"pint.distributed: rank {rank} failed with {reason} (rank {observer} stopped "
             f"because of it; see the traceback on rank {rank})"
         )
-        self.rank, self.reason = rank, reason
+        self.rank, self.reason, self.observer = rank, reason, observer
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.rank, self.reason, self.observer)
 
 
 def slice_ranges(n_slices: int, world_size: int) -> list[tuple[int, int]]:
