@@ -260,9 +260,9 @@ def raise_in_f(rank, world, failer, how, stay, marker):
 def test_a_rank_that_raises_and_stays_alive_stops_the_others_at_once(failer, how, reason,
                                                                      tmp_path):
     """The failing rank tells the others: they stop within seconds (not the 60 s timeout, nor
-    when the failing process ends 8 s later), with an error naming that rank and its error."""
+    when the failing process ends 6 s later), with an error naming that rank and its error."""
     marker = tmp_path / "failed_at"
-    results = spawn(raise_in_f, 3, tmp_path, failer, how, 8.0, str(marker), wait=40)
+    results = spawn(raise_in_f, 3, tmp_path, failer, how, 6.0, str(marker), wait=40)
     failed_at = float(marker.read_text())
     own = results[failer]
     assert own is not None and own["error"] == reason.split(":")[0], own  # its own error
