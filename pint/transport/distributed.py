@@ -187,7 +187,6 @@ class Distributed:
         self.shared: dict[int, list[tuple[int, Any, Tensor]]] = {}  # k -> sends of our share
         self.inbox: queue.Queue[_Message | _Lost] = queue.Queue()
         self.listeners: list[threading.Thread] = []
-        self.ended: set[int] = set()  # ranks whose last message (done or abort) arrived
         self.told: set[int] = set()  # ranks this one sent its last message to
         self.shares: dict[int, dict[int, Tensor]] = {}  # k -> rank -> share of the residual
         self.finals: dict[int, list[Tensor]] = {}  # rank -> [statistics, part of the result]
@@ -238,6 +237,8 @@ class Distributed:
 
     def begin(self, solver: Any) -> None:
         """Start one thread per other rank that receives its messages."""
+        if self.listeners:
+            raise RuntimeError("a Distributed transport serves one solve: make a new one")
         self.shape = tuple(solver.it.result.shape[1:])
         share = ((solver.it.batch,), torch.float64) if solver.it.norm is None else (
             (solver.n + 1, *self.shape), self.dtype)
@@ -295,19 +296,16 @@ class Distributed:
     def _handle(self, solver: Any, item: _Message | _Lost) -> None:
         """Act on one received message; raise if it says a rank stopped."""
         if isinstance(item, _Lost):
-            self.ended.add(item.peer)
             raise DistributedError(
                 f"pint.distributed: rank {self.rank} lost its link to rank {item.peer} (the "
                 f"process died or the connection failed): {item.error}"
             ) from item.error
         kind, (_, k, clock, origin, primary, _) = item.kind, item.fields[:6]
         if kind == _ABORT:
-            self.ended.add(item.peer)
             if primary:
                 raise RankFailed(origin, item.text, self.rank)
             raise DistributedError(f"pint.distributed: rank {item.peer} stopped: {item.text}")
         if kind == _DONE:
-            self.ended.add(item.peer)
             self.finals[item.peer] = item.payloads
         elif kind == _RESIDUAL:
             self._release(item.peer, k)
@@ -437,7 +435,7 @@ class Distributed:
         size = max(hi - lo for lo, hi in self.ranges) + 1
         own = result[(1 if self.rank > 0 else 0):]
         padded = own.new_zeros((size, *own.shape[1:]), device=self.device)
-        padded[: len(own)] = own
+        padded[: len(own)] = own.to(self.device)
         self.finals[self.rank] = [stats, padded]
         head = _header(_DONE)
         for peer in range(self.world):
