@@ -80,8 +80,8 @@ def parareal(
         RankFailed: another rank raised during the solve (its ``f``, a
             :class:`pint.NonFiniteError`, anything): ``error.rank`` names it and
             ``error.reason`` holds its exception as text. The failing rank raises its own
-            exception, after telling the others; they stop within one evaluation of ``f``,
-            whether or not its process stays alive.
+            exception, after telling the others; they stop as soon as their current round
+            of evaluations ends, whether or not its process stays alive.
         DistributedError: a rank died (its connections closed) or did not answer within
             ``timeout``; the other ranks are told.
         pint.NonFiniteError: as in :func:`pint.parareal`, on the rank where it happened (the

@@ -15,9 +15,9 @@ followed by the payloads its kind implies. Each rank runs one listening thread p
 which receives that rank's messages in the order they were sent, until its last one: ``done``
 (with its statistics and its part of the result) at the end of a normal solve, ``abort`` when it
 stops early. So a rank that fails, in ``f`` or anywhere else, tells every other rank at once;
-those stop within one evaluation of ``f`` with :class:`RankFailed`, and every message posted is
-matched, so no receive is left pending when the processes exit. There is no collective after the
-agreement, so no rank can be stuck inside one when another stops.
+those stop with :class:`RankFailed` as soon as their current round of evaluations ends, and
+every message posted is matched, so no receive is left pending when the processes exit. There
+is no collective after the agreement, so no rank can be stuck inside one when another stops.
 
 torch.distributed cannot poll a pending receive, hence the threads. Messages always go through
 ``gloo`` (CPU tensors): with an NCCL group, pint makes a ``gloo`` group over the same ranks once
@@ -64,8 +64,8 @@ class RankFailed(DistributedError):
     """Another rank raised an exception during the solve (in ``f``, a
     :class:`pint.NonFiniteError`, a ``KeyboardInterrupt``, ...) and told this one.
 
-    The failing rank itself raises its own exception; every other rank raises this error, within
-    one evaluation of ``f`` of the failure.
+    The failing rank itself raises its own exception; every other rank raises this error as soon
+    as its current round of evaluations of ``f`` ends.
 
     Attributes:
         rank: the rank (in the solve's group) that failed.
