@@ -54,12 +54,15 @@ def parareal(
         f, y0, t, coarse, fine, tol, max_iters, stop, vectorized, independent, max_batch: as in
             :func:`pint.parareal`. With ``independent=True`` each problem stops when it
             converges, exactly as in :func:`pint.parareal`.
-        norm: as in :func:`pint.parareal`. The default (max) norm costs one scalar per problem
-            in the per-iteration ``all_reduce``; a custom norm needs the change of all boundary
-            states on every rank, so that ``all_reduce`` carries ``(N + 1) * y0.numel()`` values.
+        norm: as in :func:`pint.parareal`. With the default (max) norm, each rank sends every
+            other rank one scalar per problem per iteration; a custom norm needs the change of
+            all boundary states on every rank, so each rank's share is ``(N + 1) *
+            y0.numel()`` values.
         group: the process group (default: the default group, from
             ``torch.distributed.init_process_group``). Backend ``gloo`` (CPU tensors; CUDA
-            states are staged through the CPU) or ``nccl`` (states on each rank's GPU).
+            states are staged through the CPU) or ``nccl`` (states on each rank's GPU; pint's
+            messages go through a ``gloo`` group over the same ranks, made once, staged
+            through the CPU).
         timeout: seconds (or a ``timedelta``) a rank may wait, idle, for a message (a
             boundary, the residuals of an iteration, the results) before it gives up with
             :class:`DistributedError`. A rank that raises tells the others and a rank that
