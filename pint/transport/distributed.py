@@ -142,7 +142,9 @@ class _Lost:
 
 def _header(kind: int, k: int = 0, clock: int = 0, origin: int = 0, primary: int = 0,
             text: str = "") -> Tensor:
-    data = text.encode("utf-8", "replace")[:_TEXT]
+    data = text.encode("utf-8", "replace")
+    if len(data) > _TEXT:
+        data = data[: _TEXT - 3] + b"..."
     head = torch.zeros(_FIELDS * 8 + _TEXT, dtype=torch.uint8)
     head[: _FIELDS * 8].view(torch.int64)[:6] = torch.tensor(
         [kind, k, clock, origin, primary, len(data)], dtype=torch.int64)
@@ -286,7 +288,7 @@ class Distributed:
                 for payload in payloads:
                     dist.irecv(payload, src, group=self.comm, tag=_DATA).wait()
                 text = bytes(head[_FIELDS * 8: _FIELDS * 8 + fields[5]].tolist()).decode(
-                    "utf-8", "replace")
+                    "utf-8", "ignore")  # a character cut by the truncation is dropped
                 self.inbox.put(_Message(peer, kind, fields, text, payloads))
                 if kind in (_DONE, _ABORT):
                     return
@@ -475,8 +477,9 @@ class Distributed:
         elif isinstance(error, DistributedError):
             head = _header(_ABORT, origin=self.rank, primary=0, text=str(error))
         else:
+            message = str(error)
             head = _header(_ABORT, origin=self.rank, primary=1,
-                           text=f"{type(error).__name__}: {error}")
+                           text=type(error).__name__ + (f": {message}" if message else ""))
         for peer in range(self.world):
             if peer != self.rank and peer not in self.told:
                 self.told.add(peer)
