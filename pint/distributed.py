@@ -20,9 +20,9 @@ from .algorithms.driver import Norm, StopRule
 from .algorithms.parareal import parareal as _parareal
 from .propagators import Propagator
 from .solution import Solution
-from .transport.distributed import Distributed, DistributedError, slice_ranges
+from .transport.distributed import Distributed, DistributedError, RankFailed, slice_ranges
 
-__all__ = ["Distributed", "DistributedError", "parareal", "slice_ranges"]
+__all__ = ["Distributed", "DistributedError", "RankFailed", "parareal", "slice_ranges"]
 
 
 def parareal(
@@ -54,17 +54,21 @@ def parareal(
         f, y0, t, coarse, fine, tol, max_iters, stop, vectorized, independent, max_batch: as in
             :func:`pint.parareal`. With ``independent=True`` each problem stops when it
             converges, exactly as in :func:`pint.parareal`.
-        norm: as in :func:`pint.parareal`. The default (max) norm costs one scalar per problem
-            in the per-iteration ``all_reduce``; a custom norm needs the change of all boundary
-            states on every rank, so that ``all_reduce`` carries ``(N + 1) * y0.numel()`` values.
+        norm: as in :func:`pint.parareal`. With the default (max) norm, each rank sends every
+            other rank one scalar per problem per iteration; a custom norm needs the change of
+            all boundary states on every rank, so each rank's share is ``(N + 1) *
+            y0.numel()`` values.
         group: the process group (default: the default group, from
             ``torch.distributed.init_process_group``). Backend ``gloo`` (CPU tensors; CUDA
-            states are staged through the CPU) or ``nccl`` (states on each rank's GPU).
-        timeout: seconds (or a ``timedelta``) a rank may wait, idle, for a message or the
-            convergence test before it gives up with :class:`DistributedError`. A rank that
-            dies makes its neighbours fail at once (the connection closes); the timeout bounds
-            the rest. Set it above the longest stretch of computation a rank may wait on (e.g.
-            the coarse sweep of all previous ranks).
+            states are staged through the CPU) or ``nccl`` (states on each rank's GPU; pint's
+            messages go through a ``gloo`` group over the same ranks, made once, staged
+            through the CPU).
+        timeout: seconds (or a ``timedelta``) a rank may wait, idle, for a message (a
+            boundary, the residuals of an iteration, the results) before it gives up with
+            :class:`DistributedError`. A rank that raises tells the others and a rank that
+            dies closes its connections, so both stop the others at once; the timeout bounds
+            the rest (a rank that hangs). Set it above the longest stretch of computation a
+            rank may wait on (e.g. the coarse sweep of all previous ranks).
 
     Returns:
         On every rank, the same :class:`pint.Solution` as :func:`pint.parareal` (``ys`` equal
@@ -76,10 +80,15 @@ def parareal(
     Raises:
         ValueError: invalid arguments on any rank (every rank raises), arguments that differ
             between ranks (shapes, dtypes, ``t``, options), or more ranks than slices.
-        DistributedError: a rank died or did not answer within ``timeout``.
-        pint.NonFiniteError: as in :func:`pint.parareal`, on the rank where it happened; the
-            others fail with :class:`DistributedError` when that process exits (or after
-            ``timeout``).
+        RankFailed: another rank raised during the solve (its ``f``, a
+            :class:`pint.NonFiniteError`, anything): ``error.rank`` names it and
+            ``error.reason`` holds its exception as text. The failing rank raises its own
+            exception, after telling the others; they stop as soon as their current round
+            of evaluations ends, whether or not its process stays alive.
+        DistributedError: a rank died (its connections closed) or did not answer within
+            ``timeout``; the other ranks are told.
+        pint.NonFiniteError: as in :func:`pint.parareal`, on the rank where it happened (the
+            others raise :class:`RankFailed`).
 
     Example (run with ``torchrun --nproc-per-node 2 script.py``)::
 

@@ -228,6 +228,92 @@ def test_a_dead_or_hung_rank_makes_the_others_fail_quickly(how, timeout, bound, 
         assert result["ended_at"] - failed_at < bound, result
 
 
+def raise_in_f(rank, world, failer, how, stay, marker):
+    """Rank ``failer``'s ``f`` raises (or returns NaN) mid-solve; that process then stays
+    alive for ``stay`` seconds (a notebook, a caller's try/except) before it re-raises."""
+    p, y0, t = lotka(slices=8)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        if rank == failer and calls[0] == 20:
+            Path(marker).write_text(str(time.time()))
+            if how == "nan":
+                return torch.full_like(y, float("nan"))
+            raise ZeroDivisionError("boom in f on purpose")
+        time.sleep(0.002)
+        return p.f(t, y)
+
+    try:
+        return pint.distributed.parareal(f, y0, t, coarse=pint.RK4(1), fine=pint.RK4(20),
+                                         vectorized=True, tol=0.0, timeout=60)
+    except Exception:
+        if rank == failer:
+            time.sleep(stay)
+        raise
+
+
+@pytest.mark.parametrize(("failer", "how", "reason"), [
+    (0, "raise", "ZeroDivisionError: boom in f on purpose"),
+    (2, "nan", "NonFiniteError: "),
+])
+def test_a_rank_that_raises_and_stays_alive_stops_the_others_at_once(failer, how, reason,
+                                                                     tmp_path):
+    """The failing rank tells the others: they stop within seconds (not the 60 s timeout, nor
+    when the failing process ends 6 s later), with an error naming that rank and its error."""
+    marker = tmp_path / "failed_at"
+    results = spawn(raise_in_f, 3, tmp_path, failer, how, 6.0, str(marker), wait=40)
+    failed_at = float(marker.read_text())
+    own = results[failer]
+    assert own is not None and own["error"] == reason.split(":")[0], own  # its own error
+    for rank in set(range(3)) - {failer}:
+        result = results[rank]
+        assert result is not None, f"rank {rank} hung"
+        assert result["error"] == "RankFailed", result
+        assert f"rank {failer} failed with {reason}" in result["message"], result["message"]
+        assert result["ended_at"] - failed_at < 4.0, result
+
+
+def _exit_entry(rank, world, store, out, failer):
+    """A process that ends as a script does: the exception propagates (exit status 1)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=60))
+    try:
+        raise_in_f(rank, world, failer, "raise", 0.0, str(out / "failed_at"))
+    except Exception as error:
+        torch.save({"error": type(error).__name__, "message": str(error)}, out / f"{rank}.pt")
+        raise
+
+
+def test_a_raising_rank_that_exits_ends_every_process_with_a_python_error(tmp_path):
+    """No SIGABRT ("terminate called without an active exception") on any rank: every process
+    ends with its exception (exit status 1), the failing one with its own."""
+    world, failer = 3, 1
+    context = mp.get_context("spawn")
+    procs = [context.Process(target=_exit_entry, args=(rank, world, tmp_path / "store",
+                                                      tmp_path, failer))
+             for rank in range(world)]
+    for proc in procs:
+        proc.start()
+    deadline = time.monotonic() + 40
+    for proc in procs:
+        proc.join(max(deadline - time.monotonic(), 0.1))
+    codes = [proc.exitcode for proc in procs]
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    assert codes == [1] * world, f"exit codes {codes} (negative: killed by that signal)"
+    for rank in range(world):
+        result = torch.load(tmp_path / f"{rank}.pt", weights_only=False)
+        if rank == failer:
+            assert result["error"] == "ZeroDivisionError", result
+        else:
+            assert result["error"] == "RankFailed", result
+            assert f"rank {failer} failed with ZeroDivisionError" in result["message"]
+
+
 def srds_worker(rank, world):
     from pint_diffusion import sample_srds
 

@@ -249,22 +249,26 @@ class Parareal:
 
     def run(self) -> Solution:
         start = time.perf_counter()
-        self.transport.begin(self)
         try:
-            if self.lo == 0:
-                self.form(0, 0, self.tables[0][0])
-            while not self.it.done:
-                if self.transport.poll(self):
-                    continue
-                if self.engine.live:
-                    self.engine.step()
-                else:
-                    self.transport.wait(self)
-        finally:
-            self.engine.close()
-        k = int(self.it.sample_iterations.max())
-        ys, evaluations, depth = self.transport.finish(
-            self, self.it.result, dict(self.engine.rows), self.formed_at.get(k, 0))
+            self.transport.begin(self)
+            try:
+                if self.lo == 0:
+                    self.form(0, 0, self.tables[0][0])
+                while not self.it.done:
+                    if self.transport.poll(self):
+                        continue
+                    if self.engine.live:
+                        self.engine.step()
+                    else:
+                        self.transport.wait(self)
+            finally:
+                self.engine.close()
+            k = int(self.it.sample_iterations.max())
+            ys, evaluations, depth = self.transport.finish(
+                self, self.it.result, dict(self.engine.rows), self.formed_at.get(k, 0))
+        except BaseException as error:  # tell the other processes, then raise it here
+            self.transport.abort(self, error)
+            raise
         c_depth, f_depth = slice_depths(self.coarse, self.t), slice_depths(self.fine, self.t)
         predicted = None
         if c_depth is not None and f_depth is not None:

@@ -63,6 +63,11 @@ class Transport(Protocol):
         """The whole result, the evaluations of all processes and the depth of the solve."""
         ...
 
+    def abort(self, solver: Any, error: BaseException) -> None:
+        """The solve stops with ``error`` here (raised after this returns): tell the other
+        processes, without raising."""
+        ...
+
 
 class Local:
     """Every point in this process; nothing to send."""
@@ -109,3 +114,6 @@ class Local:
                depth: int) -> tuple[Tensor, dict[str, int], int]:
         """The result as it is; the depth is the engine's round count."""
         return result, evaluations, solver.engine.rounds
+
+    def abort(self, solver: Any, error: BaseException) -> None:
+        """No other process to tell."""

@@ -3,11 +3,25 @@
 Every rank owns a contiguous range of slices ``lo..hi-1`` (so the boundary states ``lo..hi``)
 and runs the propagations of its slices locally, batched in one :class:`pint.engine.Engine`.
 Boundary ``lo`` of every iteration comes from the previous rank and boundary ``hi`` goes to the
-next one, with point-to-point messages (``isend``/``irecv``); a rank works on an iteration as
-soon as its initial state arrives, so iterations flow through the ranks like a pipeline. The
-convergence test is one ``all_reduce`` per iteration, issued asynchronously, so no rank waits
-for it while it has work. Messages carry the sender's depth, so the depth of the whole solve
-is a Lamport clock of evaluation rounds (messages count as free).
+next one; a rank works on an iteration as soon as its initial state arrives, so iterations flow
+through the ranks like a pipeline. The convergence test of an iteration is an exchange, every
+rank sending its share of the residual to every other one, so no rank waits for it while it has
+work. Messages carry the sender's depth, so the depth of the whole solve is a Lamport clock of
+evaluation rounds (messages count as free).
+
+Everything after the up-front agreement is a point-to-point message (``isend``/``irecv``): a
+fixed-size header (kind, iteration, depth, and for an abort the failing rank and its error)
+followed by the payloads its kind implies. Each rank runs one listening thread per other rank,
+which receives that rank's messages in the order they were sent, until its last one: ``done``
+(with its statistics and its part of the result) at the end of a normal solve, ``abort`` when it
+stops early. So a rank that fails, in ``f`` or anywhere else, tells every other rank at once;
+those stop with :class:`RankFailed` as soon as their current round of evaluations ends, and
+every message posted is matched, so no receive is left pending when the processes exit. There
+is no collective after the agreement, so no rank can be stuck inside one when another stops.
+
+torch.distributed cannot poll a pending receive, hence the threads. Messages always go through
+``gloo`` (CPU tensors): with an NCCL group, pint makes a ``gloo`` group over the same ranks once
+and stages the states through the CPU.
 
 This module moves data; it contains no algorithm. :func:`pint.distributed.parareal` is the
 entry point.
@@ -15,13 +29,12 @@ entry point.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,17 +42,46 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Distributed", "DistributedError", "slice_ranges"]
+__all__ = ["Distributed", "DistributedError", "RankFailed", "slice_ranges"]
 
-_TAG = 0x5049  # "PI": the tag of pint's boundary messages
+_HEAD = 0x5049  # "PI": the tag of pint's headers
+_DATA = 0x504A  # the tag of the payloads that follow a header
+_FIELDS = 8  # int64 fields at the start of a header: kind, k, clock, origin, primary, text length
+_TEXT = 448  # bytes of an abort's error text
+_BOUNDARY, _RESIDUAL, _DONE, _ABORT = 1, 2, 3, 4
+_GRACE = 10.0  # seconds a stopping rank waits for the others to acknowledge
 
 
 class DistributedError(RuntimeError):
-    """A rank died, a message or the convergence test timed out, or a transfer failed.
+    """A rank died, a message timed out, or a transfer failed.
 
     After this error the process group is in an undefined state (messages may be in flight):
     destroy it (``torch.distributed.destroy_process_group()``) or end the process.
     """
+
+
+class RankFailed(DistributedError):
+    """Another rank raised an exception during the solve (in ``f``, a
+    :class:`pint.NonFiniteError`, a ``KeyboardInterrupt``, ...) and told this one.
+
+    The failing rank itself raises its own exception; every other rank raises this error as soon
+    as its current round of evaluations of ``f`` ends.
+
+    Attributes:
+        rank: the rank (in the solve's group) that failed.
+        reason: its exception as text, ``"TypeName: message"`` (truncated to a few hundred
+            bytes).
+    """
+
+    def __init__(self, rank: int, reason: str, observer: int) -> None:
+        super().__init__(
+            f"pint.distributed: rank {rank} failed with {reason} (rank {observer} stopped "
+            f"because of it; see the traceback on rank {rank})"
+        )
+        self.rank, self.reason, self.observer = rank, reason, observer
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.rank, self.reason, self.observer)
 
 
 def slice_ranges(n_slices: int, world_size: int) -> list[tuple[int, int]]:
@@ -63,16 +105,66 @@ def _crc(value: object) -> int:
     return zlib.crc32(data)
 
 
+_SIDE_GROUPS: dict[Any, Any] = {}  # an NCCL group -> the gloo group over the same ranks
+
+
+def _gloo_group(group: dist.ProcessGroup | None) -> dist.ProcessGroup | None:
+    """``group`` if it is a gloo group, else a gloo group over the same ranks (made once)."""
+    if dist.get_backend(group) == "gloo":
+        return group
+    key = None if group is None else id(group)
+    if key not in _SIDE_GROUPS:
+        ranks = (list(range(dist.get_world_size())) if group is None
+                 else dist.get_process_group_ranks(group))
+        _SIDE_GROUPS[key] = dist.new_group(ranks, backend="gloo",
+                                           use_local_synchronization=True)
+    return _SIDE_GROUPS[key]
+
+
+@dataclass
+class _Message:
+    """What a listening thread received from rank ``peer``."""
+
+    peer: int
+    kind: int
+    fields: list[int]
+    text: str
+    payloads: list[Tensor]
+
+
+@dataclass
+class _Lost:
+    """A listening thread's receive failed: rank ``peer`` died or the link broke."""
+
+    peer: int
+    error: Exception
+
+
+def _header(kind: int, k: int = 0, clock: int = 0, origin: int = 0, primary: int = 0,
+            text: str = "") -> Tensor:
+    data = text.encode("utf-8", "replace")
+    if len(data) > _TEXT:
+        data = data[: _TEXT - 3] + b"..."
+    head = torch.zeros(_FIELDS * 8 + _TEXT, dtype=torch.uint8)
+    head[: _FIELDS * 8].view(torch.int64)[:6] = torch.tensor(
+        [kind, k, clock, origin, primary, len(data)], dtype=torch.int64)
+    if data:
+        head[_FIELDS * 8: _FIELDS * 8 + len(data)] = torch.frombuffer(bytearray(data),
+                                                                      dtype=torch.uint8)
+    return head
+
+
 class Distributed:
     """Slices over the ranks of ``group`` (``None``: the default group).
 
     Args:
         group: the process group; backend ``gloo`` (CPU tensors; CUDA states are staged
-            through the CPU) or ``nccl`` (states on each rank's GPU).
-        timeout: seconds (or a ``timedelta``) a rank may wait, idle, for a message or the
-            convergence test before it fails with :class:`DistributedError`.
-        device: where the states live (decides NCCL's device); default: the current CUDA
-            device with NCCL.
+            through the CPU) or ``nccl`` (messages go through a ``gloo`` group over the same
+            ranks, made once per group, with the states staged through the CPU).
+        timeout: seconds (or a ``timedelta``) a rank may wait, idle, for a message before it
+            fails with :class:`DistributedError`.
+        device: unused (the states stay where ``y0`` is; messages go through the CPU); kept
+            for compatibility.
     """
 
     distributed = True
@@ -88,19 +180,19 @@ class Distributed:
         if not seconds > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         self.group, self.timeout = group, seconds
+        self.comm = _gloo_group(group)  # the group pint's messages go through
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
         self.last = self.world - 1
-        if dist.get_backend(group) == "nccl":
-            self.device = device if device is not None and device.type == "cuda" else (
-                torch.device("cuda", torch.cuda.current_device()))
-        else:
-            self.device = torch.device("cpu")
+        self.device = torch.device("cpu")
         self.ranges: list[tuple[int, int]] = []
-        self.sends: list[Any] = []
-        self.posted = 0  # receives posted from the previous rank
-        self.inbox: queue.Queue[Any] = queue.Queue()
-        self.waiting: queue.Queue[Any] = queue.Queue()
-        self.waiter: threading.Thread | None = None
+        self.sends: list[tuple[Any, Tensor]] = []
+        self.shared: dict[int, list[tuple[int, Any, Tensor]]] = {}  # k -> sends of our share
+        self.inbox: queue.Queue[_Message | _Lost] = queue.Queue()
+        self.listeners: list[threading.Thread] = []
+        self.told: set[int] = set()  # ranks this one sent its last message to
+        self.shares: dict[int, dict[int, Tensor]] = {}  # k -> rank -> share of the residual
+        self.finals: dict[int, list[Tensor]] = {}  # rank -> [statistics, part of the result]
+        self.layouts: dict[int, list[tuple[tuple[int, ...], torch.dtype]]] = {}
         self.shape: tuple[int, ...] = ()
         self.dtype = torch.float64
 
@@ -117,10 +209,10 @@ class Distributed:
                          _crc(t.detach().cpu().numpy().tobytes()), _crc(options)]
         else:
             signature = [0] * len(fields)
-        mine = torch.tensor(signature, dtype=torch.int64, device=self.device)
+        mine = torch.tensor(signature, dtype=torch.int64)
         gathered = [torch.empty_like(mine) for _ in range(self.world)]
-        dist.all_gather(gathered, mine, group=self.group)
-        table = torch.stack(gathered).cpu()
+        self._comm(dist.all_gather, gathered, mine, what="the inputs")
+        table = torch.stack(gathered)
         if error is not None:
             raise error
         refused = (table[:, 0] == 0).nonzero().flatten().tolist()
@@ -146,212 +238,267 @@ class Distributed:
         return self.ranges[self.rank]
 
     def begin(self, solver: Any) -> None:
-        """Start the thread that waits for boundaries from the previous rank."""
+        """Start one thread per other rank that receives its messages."""
+        if self.listeners:
+            raise RuntimeError("a Distributed transport serves one solve: make a new one")
         self.shape = tuple(solver.it.result.shape[1:])
-        if self.rank > 0:
-            # torch.distributed cannot poll a pending receive: a thread waits for it
-            self.waiter = threading.Thread(target=self._wait_loop, daemon=True,
-                                           name=f"pint-recv-{self.rank}")
-            self.waiter.start()
-            self._post_receive()
+        share = ((solver.it.batch,), torch.float64) if solver.it.norm is None else (
+            (solver.n + 1, *self.shape), self.dtype)
+        size = max(hi - lo for lo, hi in self.ranges) + 1
+        self.layouts = {
+            _BOUNDARY: [(self.shape, self.dtype)],
+            _RESIDUAL: [share],
+            _DONE: [((1 + len(solver.labels),), torch.int64), ((size, *self.shape), self.dtype)],
+            _ABORT: [],
+        }
+        for peer in range(self.world):
+            if peer != self.rank:
+                thread = threading.Thread(target=self._listen, args=(peer,), daemon=True,
+                                          name=f"pint-recv-{self.rank}-from-{peer}")
+                thread.start()
+                self.listeners.append(thread)
+
+    # -- messages ------------------------------------------------------------------------
+    def _peer(self, rank: int) -> int:
+        return rank if self.comm is None else dist.get_global_rank(self.comm, rank)
+
+    def _post(self, dst: int, head: Tensor, payloads: tuple[Tensor, ...] = (),
+              into: list[Any] | None = None) -> None:
+        """A header and its payloads to rank ``dst``; the sends complete in the background
+        (their work objects and tensors are kept in ``self.sends``, or in ``into``)."""
+        what = f"a message to rank {dst}"
+        for tensor, tag in ((head, _HEAD), *((p, _DATA) for p in payloads)):
+            work = self._comm(dist.isend, tensor, self._peer(dst), what=what, tag=tag)
+            if into is None:
+                self.sends.append((work, tensor))
+            else:
+                into.append((dst, work, tensor))
+
+    def _listen(self, peer: int) -> None:
+        """The thread for rank ``peer``: receive its messages in order until its last one."""
+        src = self._peer(peer)
+        try:
+            while True:
+                head = torch.empty(_FIELDS * 8 + _TEXT, dtype=torch.uint8)
+                dist.irecv(head, src, group=self.comm, tag=_HEAD).wait()
+                fields = head[: _FIELDS * 8].view(torch.int64).tolist()
+                kind = fields[0]
+                payloads = [torch.empty(shape, dtype=dtype) for shape, dtype in
+                            self.layouts[kind]]
+                for payload in payloads:
+                    dist.irecv(payload, src, group=self.comm, tag=_DATA).wait()
+                text = bytes(head[_FIELDS * 8: _FIELDS * 8 + fields[5]].tolist()).decode(
+                    "utf-8", "ignore")  # a character cut by the truncation is dropped
+                self.inbox.put(_Message(peer, kind, fields, text, payloads))
+                if kind in (_DONE, _ABORT):
+                    return
+        except Exception as error:  # handed to the main thread
+            self.inbox.put(_Lost(peer, error))
+
+    def _handle(self, solver: Any, item: _Message | _Lost) -> None:
+        """Act on one received message; raise if it says a rank stopped."""
+        if isinstance(item, _Lost):
+            raise DistributedError(
+                f"pint.distributed: rank {self.rank} lost its link to rank {item.peer} (the "
+                f"process died or the connection failed): {item.error}"
+            ) from item.error
+        kind, (_, k, clock, origin, primary, _) = item.kind, item.fields[:6]
+        if kind == _ABORT:
+            if primary:
+                raise RankFailed(origin, item.text, self.rank)
+            raise DistributedError(f"pint.distributed: rank {item.peer} stopped: {item.text}")
+        if kind == _DONE:
+            self.finals[item.peer] = item.payloads
+        elif kind == _RESIDUAL:
+            self._release(item.peer, k)
+            if not solver.it.done:
+                self.shares.setdefault(k, {})[item.peer] = item.payloads[0]
+        elif not solver.it.done:  # a boundary
+            solver.receive(k, item.payloads[0].to(solver.t.device), clock)
 
     # -- boundaries ----------------------------------------------------------------------
-    def _peer(self, rank: int) -> int:
-        return rank if self.group is None else dist.get_global_rank(self.group, rank)
-
     def send(self, solver: Any, k: int, value: Tensor, clock: int) -> None:
         """Boundary ``hi`` of iteration ``k`` to the next rank, with its depth."""
-        payload = value.to(self.device).contiguous()
-        stamp = torch.tensor([k, clock], dtype=torch.int64, device=self.device)
-        dst = self._peer(self.rank + 1)
-        hi = self.ranges[self.rank][1]
-        for tensor in (payload, stamp):
-            work = self._comm(dist.isend, tensor, dst, what=f"boundary {hi} to rank "
-                              f"{self.rank + 1}", tag=_TAG)
-            self.sends.append((work, tensor))
+        payload = value.to(self.device, copy=True).contiguous()
+        self._post(self.rank + 1, _header(_BOUNDARY, k, clock), (payload,))
 
-    def _post_receive(self) -> None:
-        value = torch.empty(self.shape, dtype=self.dtype, device=self.device)
-        stamp = torch.empty(2, dtype=torch.int64, device=self.device)
-        src = self._peer(self.rank - 1)
-        lo = self.ranges[self.rank][0]
-        works = [self._comm(dist.irecv, tensor, src, what=f"boundary {lo} from rank "
-                            f"{self.rank - 1}", tag=_TAG) for tensor in (value, stamp)]
-        self.posted += 1
-        self.waiting.put((works, value, stamp))
-
-    def _wait_loop(self) -> None:
-        """The receiving thread: waits for each posted receive in turn. On a GPU (NCCL),
-        ``wait`` only orders the current stream after the transfer: the thread waits on a
-        stream of its own, so the main thread's computation does not wait with it."""
-        cuda = self.device.type == "cuda"
-        stream = torch.cuda.Stream(self.device) if cuda else None
-        while (item := self.waiting.get()) is not None:
-            works, value, stamp = item
-            try:
-                with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
-                    for work in works:
-                        work.wait()
-                    if stream is not None:
-                        stream.synchronize()
-            except Exception as error:  # handed to the main thread
-                self.inbox.put(error)
-                return
-            self.inbox.put((value, stamp))
-
-    def _received(self, solver: Any, item: Any) -> None:
-        lo = self.ranges[self.rank][0]
-        if isinstance(item, Exception):
-            raise DistributedError(
-                f"pint.distributed: rank {self.rank} lost its link to rank {self.rank - 1} "
-                f"while waiting for boundary {lo}: {item}"
-            ) from item
-        value, stamp = item
-        k, clock = (int(v) for v in stamp.tolist())
-        if solver.it.done:
-            return
-        if k < min(lo, solver.it.max_iters):
-            self._post_receive()
-        solver.receive(k, value.to(solver.t.device), clock)
-
-    # -- the convergence test: one all_reduce per iteration ---------------------------------
-    def residuals(self, solver: Any, k: int, change: Tensor) -> Any:
-        """Reduce this rank's share of the change of iteration ``k`` over all ranks: the
-        largest entry per problem (default norm), or the whole change (a custom norm needs it)."""
+    # -- the convergence test: every rank sends its share to every other ----------------------
+    def residuals(self, solver: Any, k: int, change: Tensor) -> Tensor:
+        """Send this rank's share of the change of iteration ``k`` to every rank: the largest
+        entry per problem (default norm), or the whole change (a custom norm needs it)."""
         it = solver.it
         members = it.members(change.device)
-        batch = it.batch
         if it.norm is None:
-            value = change.new_zeros(batch, dtype=torch.float64)
+            value = change.new_zeros(it.batch, dtype=torch.float64)
             value[members] = change.abs().transpose(0, 1).flatten(1).amax(1).double()
-            op = dist.ReduceOp.MAX
         else:
             lo, hi = self.ranges[self.rank]
             own = 1 if lo > 0 else 0
-            value = change.new_zeros((solver.n + 1, batch, *change.shape[2:]))
+            value = change.new_zeros((solver.n + 1, it.batch, *change.shape[2:]))
             value[lo + own:hi + 1, members] = change
-            op = dist.ReduceOp.SUM
-        value = value.to(self.device)
-        work = self._comm(dist.all_reduce, value, what=f"the convergence test of iteration {k}",
-                          op=op, async_op=True)
-        return work, value
+        value = value.to(self.device, copy=True).contiguous()
+        self.shares.setdefault(k, {})[self.rank] = value
+        head = _header(_RESIDUAL, k)
+        sent = self.shared.setdefault(k, [])
+        for peer in range(self.world):
+            if peer != self.rank:
+                self._post(peer, head, (value,), into=sent)
+        return value
+
+    def _release(self, peer: int, k: int) -> None:
+        """Rank ``peer`` sent its share of iteration ``k``, so it has decided ``k - 1`` and
+        received our shares up to there: drop those sends (a custom norm's share is large)."""
+        for j in [j for j in self.shared if j < k]:
+            keep = []
+            for dst, work, tensor in self.shared[j]:
+                if dst == peer:
+                    self._comm(work.wait, what=f"the residuals to rank {peer}", group=False)
+                else:
+                    keep.append((dst, work, tensor))
+            if keep:
+                self.shared[j] = keep
+            else:
+                del self.shared[j]
+
+    def _ready(self, solver: Any) -> bool:
+        return solver.pending is not None and len(self.shares.get(solver.pending[0], ())) == (
+            self.world)
 
     def _decide(self, solver: Any) -> None:
-        k, (work, value) = solver.pending
-        try:
-            work.wait()
-        except Exception as error:
-            raise DistributedError(
-                f"pint.distributed: the convergence test of iteration {k} failed on rank "
-                f"{self.rank} (a rank died or timed out): {error}"
-            ) from error
+        """All shares of the pending test are in: reduce them (in rank order) and decide. The
+        shares of the ranks do not overlap, so the maximum or the sum is exact."""
+        k = solver.pending[0]
+        shares = self.shares.pop(k)
+        stacked = torch.stack([shares[r] for r in range(self.world)])
         it = solver.it
         members = it.members(torch.device("cpu"))
         if it.norm is None:
-            residual = value.cpu()[members]
+            residual = stacked.amax(0)[members]
             if not bool(torch.isfinite(residual).all()):
                 raise ValueError(f"the residual norm must return finite values >= 0, got "
                                  f"{residual.tolist()}")
         else:
-            residual = it.residual(value.to(solver.t.device)[:, members.to(solver.t.device)])
+            value = stacked.sum(0).to(solver.t.device)
+            residual = it.residual(value[:, members.to(solver.t.device)])
         solver.decide(k, residual)
 
     # -- events --------------------------------------------------------------------------
     def poll(self, solver: Any) -> bool:
-        """Handle the boundaries that arrived and a finished convergence test."""
+        """Handle the messages that arrived and a complete convergence test."""
         handled = False
         while True:
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
                 break
-            self._received(solver, item)
+            self._handle(solver, item)
             handled = True
-        if solver.pending is not None and solver.pending[1][0].is_completed():
+        if self._ready(solver):
             self._decide(solver)
             handled = True
         return handled
 
     def wait(self, solver: Any) -> None:
-        """Nothing to compute: wait for a message or the convergence test, up to the timeout."""
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if solver.pending is not None and solver.pending[1][0].is_completed():
-                return
-            try:
-                item = self.inbox.get(timeout=0.001 if solver.pending is not None else 0.05)
-            except queue.Empty:
-                continue
-            self._received(solver, item)
-            return
+        """Nothing to compute: wait for a message, up to the timeout."""
+        item = self._next(solver)
+        self._handle(solver, item)
+
+    def _next(self, solver: Any) -> _Message | _Lost:
+        try:
+            return self.inbox.get(timeout=self.timeout)
+        except queue.Empty:
+            pass
         waits = []
-        if self.rank > 0:
+        if self.rank > 0 and not solver.it.done:
             waits.append(f"boundary {self.ranges[self.rank][0]} from rank {self.rank - 1}")
         if solver.pending is not None:
-            waits.append(f"the convergence test of iteration {solver.pending[0]}")
+            missing = sorted(set(range(self.world)) - set(self.shares.get(solver.pending[0],
+                                                                          ())))
+            waits.append(f"the residuals of iteration {solver.pending[0]} from rank(s) "
+                         f"{missing}")
+        if solver.it.done:
+            missing = sorted(set(range(self.world)) - set(self.finals) - {self.rank})
+            waits.append(f"the results of rank(s) {missing}")
         raise DistributedError(
             f"pint.distributed: rank {self.rank} waited {self.timeout:g} s for "
             f"{' or '.join(waits) or 'work'} without an answer: a rank died, hangs or is "
             f"slower than the timeout (raise `timeout`)"
         )
 
-    # -- the end: gather the result, settle the messages -----------------------------------
+    # -- the end: exchange the results, or stop everyone -----------------------------------
     def finish(self, solver: Any, result: Tensor, evaluations: dict[str, int],
                depth: int) -> tuple[Tensor, dict[str, int], int]:
-        """Gather the result and the counts of all ranks; settle the messages in flight."""
+        """Exchange the result and the counts with all ranks; wait for the messages in flight."""
         labels = sorted(solver.labels)
-        mine = torch.tensor([len(self.sends) // 2, self.posted,
-                             depth if self.rank == self.last else 0,
-                             *(evaluations.get(label, 0) for label in labels)],
-                            dtype=torch.int64, device=self.device)
-        gathered = [torch.empty_like(mine) for _ in range(self.world)]
-        self._comm(dist.all_gather, gathered, mine, what="the final statistics")
-        stats = torch.stack(gathered).cpu()
+        stats = torch.tensor([depth if self.rank == self.last else 0,
+                              *(evaluations.get(label, 0) for label in labels)],
+                             dtype=torch.int64)
         # The result: each rank contributes its own boundaries (lo+1..hi; rank 0 also 0).
         size = max(hi - lo for lo, hi in self.ranges) + 1
         own = result[(1 if self.rank > 0 else 0):]
-        padded = own.new_zeros((size, *own.shape[1:]))
-        padded[: len(own)] = own
-        padded = padded.to(self.device)
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
-        self._comm(dist.all_gather, parts, padded, what="the result")
+        padded = own.new_zeros((size, *own.shape[1:]), device=self.device)
+        padded[: len(own)] = own.to(self.device)
+        self.finals[self.rank] = [stats, padded]
+        head = _header(_DONE)
+        for peer in range(self.world):
+            if peer != self.rank:
+                self._post(peer, head, (stats, padded))
+                self.told.add(peer)
+        while len(self.finals) < self.world:
+            self._handle(solver, self._next(solver))
+        self._settle()
+        table = torch.stack([self.finals[r][0] for r in range(self.world)])
+        parts = [self.finals[r][1] for r in range(self.world)]
         ys = torch.cat([parts[r][: hi - lo + (r == 0)] for r, (lo, hi) in enumerate(self.ranges)])
-        self._settle(stats)
-        totals = {label: int(stats[:, 3 + i].sum()) for i, label in enumerate(labels)}
-        return ys.to(result.device), totals, int(stats[:, 2].max())
+        totals = {label: int(table[:, 1 + i].sum()) for i, label in enumerate(labels)}
+        return ys.to(result.device), totals, int(table[:, 0].max())
 
-    def _settle(self, stats: Tensor) -> None:
-        """Receive (and drop) whatever was sent ahead to this rank, and match every receive
-        posted downstream with a send."""
-        if self.rank > 0:
-            while self.posted < int(stats[self.rank - 1, 0]):
-                self._post_receive()
-            self.waiting.put(None)
-        if self.rank < self.last:
-            while len(self.sends) // 2 < int(stats[self.rank + 1, 1]):
-                self.send(None, -1, torch.zeros(self.shape, dtype=self.dtype), 0)
-            deadline = time.monotonic() + self.timeout
-            for work, _ in self.sends:
-                left = timedelta(seconds=max(deadline - time.monotonic(), 0.001))
-                self._comm(work.wait, left, what=f"messages to rank {self.rank + 1}", group=False)
-        if self.rank > 0:
-            assert self.waiter is not None
-            self.waiter.join(self.timeout)
-            while not self.inbox.empty():
-                item = self.inbox.get()
-                if isinstance(item, Exception):
-                    raise DistributedError(
-                        f"pint.distributed: rank {self.rank} lost its link to rank "
-                        f"{self.rank - 1}: {item}") from item
-            if self.waiter.is_alive():
+    def _settle(self) -> None:
+        """Every rank has sent its last message: the threads end, the sends complete."""
+        deadline = time.monotonic() + self.timeout
+        for thread in self.listeners:
+            thread.join(max(deadline - time.monotonic(), 0.001))
+            if thread.is_alive():
                 raise DistributedError(f"pint.distributed: rank {self.rank} timed out "
-                                       f"settling the messages from rank {self.rank - 1}")
+                                       f"receiving the last messages")
+        shared = [(work, tensor) for sent in self.shared.values() for _, work, tensor in sent]
+        for work, _ in self.sends + shared:
+            left = timedelta(seconds=max(deadline - time.monotonic(), 0.001))
+            self._comm(work.wait, left, what="the last messages", group=False)
+        self.sends.clear()
+        self.shared.clear()
 
-    def _comm(self, call: Callable[..., Any], *args: Any, what: str, group: bool = True,
+    def abort(self, solver: Any, error: BaseException) -> None:
+        """The solve stops with ``error`` on this rank: tell every rank not yet told, and wait
+        (a few seconds at most) until every other rank has sent its last message, so that no
+        receive is left pending. Never raises: the caller re-raises ``error``."""
+        if isinstance(error, RankFailed):  # pass the news on, naming the rank that failed
+            head = _header(_ABORT, origin=error.rank, primary=1, text=error.reason)
+        elif isinstance(error, DistributedError):
+            head = _header(_ABORT, origin=self.rank, primary=0, text=str(error))
+        else:
+            message = str(error)
+            head = _header(_ABORT, origin=self.rank, primary=1,
+                           text=type(error).__name__ + (f": {message}" if message else ""))
+        for peer in range(self.world):
+            if peer != self.rank and peer not in self.told:
+                self.told.add(peer)
+                try:
+                    self._post(peer, head)
+                except Exception:  # that rank is gone: nothing to tell
+                    continue
+        deadline = time.monotonic() + min(_GRACE, self.timeout)
+        try:
+            for thread in self.listeners:
+                thread.join(max(deadline - time.monotonic(), 0.001))
+        except BaseException:  # a second Ctrl-C: stop waiting
+            pass
+
+    def _comm(self, call: Any, *args: Any, what: str, group: bool = True,
               **kwargs: Any) -> Any:
-        """``call(*args, group=self.group, **kwargs)``, its failure a :class:`DistributedError`."""
+        """``call(*args, group=self.comm, **kwargs)``, its failure a :class:`DistributedError`."""
         if group:
-            kwargs["group"] = self.group
+            kwargs["group"] = self.comm
         try:
             return call(*args, **kwargs)
         except Exception as error:
