@@ -41,6 +41,7 @@ measured rows, every number is finite) and exits with status 1 if they fail the 
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import math
@@ -98,6 +99,9 @@ SD_TOKENS, SD_WIDTH = 77, 768  # CLIP ViT-L/14 text embeddings
 SLOWDOWN = 4.0  # the cost curve stops at this multiple of the one-row time
 DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 TABLES = ("cost_curve", "wall_clock", "compile")
+#: The parts of a run (``--parts``): the digits model at N < 1000, the SD UNet in its first
+#: dtype, the digits model at N >= 1000, torch.compile, the SD UNet in its other dtypes.
+PARTS = ("digits", "sd", "large", "compile", "dtypes")
 
 
 # ----------------------------------------------------------------------------- settings
@@ -118,13 +122,14 @@ class Settings:
     compile_backend: str
     compile_reserve_s: float  # a compile case starts only this long before the budget's end
     budget_s: float | None  # None: no time budget
+    parts: tuple[str, ...] = PARTS  # what to measure, in this order of importance
 
     def plan(self) -> dict[str, Any]:
         """The configurations, for the JSON."""
         return dict(sd_steps={DTYPE_NAMES[k]: v for k, v in self.sd_steps.items()},
                     digits_steps=self.digits_steps, batches=self.batches,
                     compile_cases=self.compile_cases, compile_methods=self.compile_methods,
-                    curve_cap=self.curve_cap, budget_s=self.budget_s)
+                    curve_cap=self.curve_cap, budget_s=self.budget_s, parts=self.parts)
 
 
 def settings(args: Any) -> Settings:
@@ -136,7 +141,7 @@ def settings(args: Any) -> Settings:
             sd_steps={torch.float32: (6,), torch.bfloat16: (6,)}, digits_steps=(6,),
             batches=(1, 2), repeats=1, curve_repeats=2, curve_cap={"sd": 4, "digits": 4},
             compile_cases=(("digits", 6, 1),), compile_methods=("serial",),
-            compile_backend="eager", compile_reserve_s=0.0, budget_s=None)
+            compile_backend="eager", compile_reserve_s=0.0, budget_s=None, parts=args.parts)
     steps = (50,) if args.quick else (25, 50, 100)
     return Settings(
         smoke=False, device=torch.device(args.device or "cuda"),
@@ -145,7 +150,8 @@ def settings(args: Any) -> Settings:
         repeats=1 if args.quick else 2, curve_repeats=5,
         curve_cap={"sd": 512, "digits": 1 << 15},
         compile_cases=(("digits", 100, 1), ("sd", 50, 1)), compile_methods=("serial", "SRDS"),
-        compile_backend="inductor", compile_reserve_s=120.0, budget_s=args.budget_s)
+        compile_backend="inductor", compile_reserve_s=120.0, budget_s=args.budget_s,
+        parts=args.parts)
 
 
 # ----------------------------------------------------------------------------- device
@@ -441,10 +447,13 @@ def sampler_kwargs(method: str, sampler: Callable[..., Any], steps: int, fixed: 
 def committed_iterations(method: str, steps: int) -> tuple[int, str] | None:
     """The iterations the digits model needed at the default tolerance in the committed CPU
     results (at ``steps``, else the nearest larger N, else the largest), and their source."""
-    saved = load_results("diffusion_digits", RESULTS) or {"rows": []}
+    results = "quasi_newton" if method == "quasi-Newton" else "diffusion_digits"
+    saved = load_results(results, RESULTS) or {"rows": []}
+
     def matches(row: dict[str, Any]) -> bool:
-        if method == "quasi-Newton":
-            return row.get("method") in ("quasi_newton", "quasi-Newton")
+        if method == "quasi-Newton":  # CFG 2.0, as the digits model here
+            return (row.get("method") == "quasi-Newton (full window)"
+                    and row.get("guidance") == 2.0)
         return row.get("family") == {"SRDS": "SRDS B=2√N (default)",
                                      "Picard": "Picard window=B"}.get(method)
 
@@ -454,7 +463,7 @@ def committed_iterations(method: str, steps: int) -> tuple[int, str] | None:
         return None
     larger = [n for n in by_steps if n >= steps]
     n = min(larger) if larger else max(by_steps)
-    return by_steps[n], (f"results/diffusion_digits.json: digits model, N={n}, tol "
+    return by_steps[n], (f"results/{results}.json: digits model, N={n}, tol "
                          f"{DEFAULT_TOL:g}, {method}" + (", window B" if method == "Picard"
                                                          else ""))
 
@@ -623,7 +632,8 @@ def wall_clock(model: Model, steps_list: tuple[int, ...], s: Settings, clock: Cl
 
 def compile_rows(models: dict[str, Model], wall: list[dict[str, Any]], s: Settings,
                  clock: Clock) -> list[dict[str, Any]]:
-    """Serial and SRDS with the UNet compiled, against the eager rows of the same case."""
+    """Serial and SRDS with the UNet compiled, against the eager rows of the same case (measured
+    here and added to ``wall`` where this run has none)."""
     rows = []
     for key, steps, batch in s.compile_cases:
         if key not in models:
@@ -636,6 +646,11 @@ def compile_rows(models: dict[str, Model], wall: list[dict[str, Any]], s: Settin
                 if found is None:
                     continue
                 case = replace(case, fixed=found[0], source=found[1])
+            if not any(r["model"] == model.label and r["steps"] == steps and r["batch"] == batch
+                       and r["method"] == method and r["max_batch"] is None for r in wall):
+                eager_row, _ = attempt(models[key], case, s, clock, None)
+                if eager_row is not None:
+                    wall.append(eager_row)
             row, _ = attempt(model, case, s, clock, None, compiled_=True)
             if row is None:
                 rows.append(dict(model=model.label, steps=steps, batch=batch, method=method,
@@ -772,9 +787,9 @@ def check_outputs(out: Path, name: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- main
 def run(s: Settings, clock: Clock) -> dict[str, Any]:
-    """Every measurement, in order of importance (the budget cuts the tail): the digits model
-    at N < 1000, the SD UNet in its first dtype, the digits model at N >= 1000, compilation,
-    the SD UNet in its other dtypes."""
+    """Every measurement of ``s.parts``, in order of importance (the budget cuts the tail): the
+    digits model at N < 1000, the SD UNet in its first dtype, the digits model at N >= 1000,
+    compilation, the SD UNet in its other dtypes."""
     tables: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
     sources: list[dict[str, Any]] = []
     measured: dict[tuple[str, int], int] = {}
@@ -785,30 +800,44 @@ def run(s: Settings, clock: Clock) -> dict[str, Any]:
     tables["cost_curve"] += curve
     limit = knee(curve)
     digits_max_batch = max(1, limit // 2) if limit else None  # CFG: two UNet rows per row
-    small = tuple(n for n in s.digits_steps if n < 1000)
-    tables["wall_clock"] += wall_clock(digits_, small, s, clock, measured, sources,
-                                       digits_max_batch)
+    if "digits" in s.parts:
+        small = tuple(n for n in s.digits_steps if n < 1000)
+        tables["wall_clock"] += wall_clock(digits_, small, s, clock, measured, sources,
+                                           digits_max_batch)
     unet, tokens, width = sd_unet(s)
-    sd = None
+    first = next(iter(s.sd_steps))
     for dtype, steps in s.sd_steps.items():
+        part = "sd" if dtype == first else "dtypes"
         sd = sd_model(unet, tokens, width, dtype, s)
-        clock.say(f"{sd.label}: {sd.parameters / 1e6:.1f}M parameters")
-        curve = cost_curve(sd, s, clock)
-        tables["cost_curve"] += curve
-        limit = knee(curve)
-        tables["wall_clock"] += wall_clock(sd, steps, s, clock, measured, sources,
-                                           max(1, limit // 2) if limit else None)
-        if dtype == next(iter(s.sd_steps)):  # after the first dtype (compiling takes minutes)
-            large = tuple(n for n in s.digits_steps if n >= 1000)
-            tables["wall_clock"] += wall_clock(digits_, large, s, clock, measured, sources,
-                                               digits_max_batch)
-            tables["compile"] += compile_rows({"digits": digits_, "sd": sd},
-                                              tables["wall_clock"], s, clock)
-    assert sd is not None
-    models_seen.append(dict(name=sd.name, parameters=sd.parameters))
+        if part in s.parts:
+            clock.say(f"{sd.label}: {sd.parameters / 1e6:.1f}M parameters")
+            curve = cost_curve(sd, s, clock)
+            tables["cost_curve"] += curve
+            limit = knee(curve)
+            tables["wall_clock"] += wall_clock(sd, steps, s, clock, measured, sources,
+                                               max(1, limit // 2) if limit else None)
+        if dtype == first:  # after the first dtype (compiling takes minutes)
+            if "large" in s.parts:
+                large = tuple(n for n in s.digits_steps if n >= 1000)
+                tables["wall_clock"] += wall_clock(digits_, large, s, clock, measured, sources,
+                                                   digits_max_batch)
+            if "compile" in s.parts:
+                tables["compile"] += compile_rows({"digits": digits_, "sd": sd},
+                                                  tables["wall_clock"], s, clock)
+            models_seen.append(dict(name=sd.name, parameters=sd.parameters))
     order = list(dict.fromkeys(r["model"] for r in tables["wall_clock"]))
     tables["wall_clock"].sort(key=lambda r: order.index(r["model"]))  # stable: N, batch kept
     return dict(tables=tables, iteration_sources=sources, models=models_seen)
+
+
+def parts(text: str) -> tuple[str, ...]:
+    """``--parts``: known part names, kept in :data:`PARTS`' order."""
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = names - set(PARTS)
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of "
+                                         f"{','.join(PARTS)}, got {text!r}")
+    return tuple(name for name in PARTS if name in names)
 
 
 def main() -> int:
@@ -820,6 +849,9 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="default cuda (smoke: cpu)")
     parser.add_argument("--budget-s", type=float, default=400.0,
                         help="skip the measurements that would start after this many seconds")
+    parser.add_argument("--parts", type=parts, default=PARTS,
+                        help=f"comma-separated parts to measure (default all: {','.join(PARTS)}); "
+                             "a subset names the results gpu_<device>_<parts>")
     args = parser.parse_args()
     s = settings(args)
     if s.device.type == "cuda" and not torch.cuda.is_available():
@@ -834,7 +866,8 @@ def main() -> int:
     with torch.no_grad():
         results = run(s, clock)
     info["seconds"] = clock.elapsed()
-    name = f"gpu_{slug(info['device_name'])}"
+    name = f"gpu_{slug(info['device_name'])}" + (
+        "" if s.parts == PARTS else "_" + "-".join(s.parts))
     payload = dict(machine=info, smoke=s.smoke, plan=s.plan(), repeats=s.repeats,
                    curve_repeats=s.curve_repeats, compile_backend=s.compile_backend,
                    budget_s=s.budget_s, skipped=clock.skipped, **results)
