@@ -196,8 +196,9 @@ def main() -> None:
               "pipeline at the default tolerance (tiny SD) |",
               "| `gpu.py` | `gpu_<device>.*` | on a CUDA GPU (`make bench-gpu`, not part of "
               "`make bench`): SD 1.5-size UNet and digits model, cost of a call against its "
-              "rows, serial / SRDS / Picard wall clock, time outside model calls, "
-              "torch.compile, peak memory; `--smoke` checks it on the CPU |",
+              "rows, serial / SRDS / Picard / quasi-Newton wall clock, time outside model "
+              "calls and host syncs, torch.compile, peak memory; `--smoke` checks it on the "
+              "CPU; committed: one H100 (`gpu_nvidia-h100-80gb-hbm3*`) |",
               "| `summary.py` | `README.md` | this page (+ `analysis.md`) |",
               ""]
     if ANALYSIS.is_file():
