@@ -401,9 +401,16 @@ class DiffusersDenoiser(nn.Module):
         eps = torch.finfo(torch.float32).eps
         if sigma.is_floating_point():
             eps = max(eps, torch.finfo(sigma.dtype).eps)
-        tol = 4 * eps * table + 1e-12
-        dist = (query[:, None] - table[None, :]).abs()
-        ok = dist <= tol[None, :]
+        # The schedule is strictly decreasing and a point's tolerance grows with it, so the
+        # points within tolerance of a query are contiguous around its insertion point: four
+        # candidates there decide none, one or several matches (O(R log N), not O(R N)).
+        size = len(table)
+        ascending = table.flip(0)
+        around = torch.searchsorted(ascending, query).unsqueeze(1) + torch.arange(-2, 2)
+        inside = (around >= 0) & (around < size)
+        candidate = size - 1 - around.clamp(0, size - 1)  # back to the schedule's order
+        value = table[candidate]
+        ok = inside & ((query[:, None] - value).abs() <= 4 * eps * value + 1e-12)
         hits = ok.sum(dim=1)
         if bool((hits != 1).any()):
             bad = query[hits != 1]
@@ -417,7 +424,7 @@ class DiffusersDenoiser(nn.Module):
                 f"{self._num_inference_steps}) call and never interpolates; evaluate it only at "
                 f"those values (evaluable points: {_short_list(table)})"
             )
-        return ok.to(torch.int64).argmax(dim=1)
+        return candidate.gather(1, ok.to(torch.int64).argmax(dim=1, keepdim=True)).squeeze(1)
 
     # ------------------------------------------------------------ conversions
     def to_ve(self, latents: Tensor, sigma: Tensor | float) -> Tensor:

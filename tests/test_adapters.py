@@ -11,6 +11,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -417,3 +419,31 @@ def test_k_sampling_is_the_installed_k_diffusion_file(k_sampling):
     installed = Path(next(iter(spec.submodule_search_locations))) / "sampling.py"
     assert Path(k_sampling.__file__).resolve() == installed.resolve()
     assert "k_diffusion" not in sys.modules or hasattr(sys.modules["k_diffusion"], "sampling")
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.integers(1, 1000), dtype=st.sampled_from([torch.float64, torch.float32,
+                                                          torch.float16]),
+       picks=st.lists(st.floats(0, 1), min_size=1, max_size=8),
+       shift=st.sampled_from([0.0, 0.0, 1e-7, 1e-4, -1e-3]))
+def test_sigma_lookup_agrees_with_comparing_every_schedule_point(steps, dtype, picks, shift):
+    """The lookup's answer (index, "not a point", "several points") is the brute-force one:
+    every schedule point within 4 eps(dtype) * sigma + 1e-12 of the query matches."""
+    denoiser = DiffusersDenoiser(tiny_class_unet(), _ddim(set_alpha_to_one=False))
+    sigmas = denoiser.sigmas(steps)
+    table = denoiser._table_sigmas
+    rows = [min(int(p * len(table)), len(table) - 1) for p in picks]
+    query = (table[rows] * (1 + shift)).to(dtype)
+    eps = max(torch.finfo(torch.float32).eps, torch.finfo(dtype).eps)
+    near = (query.double()[:, None] - table[None, :]).abs() <= 4 * eps * table + 1e-12
+    hits = near.sum(1)
+    if bool((hits == 1).all()):
+        expected = near.to(torch.int64).argmax(1)
+        assert torch.equal(denoiser._lookup(query), expected)
+        assert torch.equal(denoiser.sigma_to_timestep(query),
+                           denoiser._table_timesteps[expected])
+    else:
+        reason = "not a point" if bool((hits == 0).any()) else "several schedule points"
+        with pytest.raises(ValueError, match=reason):
+            denoiser._lookup(query)
+    assert len(sigmas) == steps + 1
