@@ -23,7 +23,7 @@ def oscillator(t, y):
 
 JACOBIANS = [pint.Identity(), pint.Secant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0)]
 INITIALS = [pint.Constant(), pint.Extrapolate()]
-ACCEPTANCES = [pint.ExactFront(), pint.Freeze()]
+ACCEPTANCES = [pint.ExactFront(), pint.Freeze(), pint.Freeze(stop=True)]
 
 
 @given(n=st.integers(1, 24), jacobian=st.sampled_from(JACOBIANS),
@@ -52,6 +52,57 @@ def test_exact_prefix_after_every_iteration(jacobian):
                       store_iterates=True)
     for k, ys in enumerate(sol.iterates, start=1):
         torch.testing.assert_close(ys[:k + 1], serial.ys[:k + 1], rtol=1e-12, atol=1e-13)
+
+
+@given(n=st.integers(2, 20), window=st.integers(1, 20), jacobian=st.sampled_from(JACOBIANS),
+       initial=st.sampled_from(INITIALS), acceptance=st.sampled_from(ACCEPTANCES))
+@settings(max_examples=40, deadline=None)
+def test_exact_prefix_with_a_sliding_window(n, window, jacobian, initial, acceptance):
+    t = torch.linspace(0, 2, n + 1, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
+    sol = pint.picard(oscillator, y0, t, step=pint.RK4(1), tol=0.0, jacobian=jacobian,
+                      initial=initial, acceptance=acceptance, window=min(window, n),
+                      store_iterates=True)
+    for k, ys in enumerate(sol.iterates, start=1):
+        torch.testing.assert_close(ys[:k + 1], serial.ys[:k + 1], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(sol.ys, serial.ys, rtol=1e-12, atol=1e-12)
+
+
+def test_extrapolate_guesses_the_points_beyond_the_window_along_the_last_slope():
+    """With Euler steps the last step's slope is f at the window's last point: after every
+    iteration the points beyond the window lie on the line through the window's end with
+    that slope (evaluated on the previous iterate)."""
+    n, window = 20, 5
+    t = torch.linspace(0, 2, n + 1, dtype=F64)
+    y0 = torch.tensor([1.0, -0.5], dtype=F64)
+    sol = pint.picard(decay, y0, t, step=pint.Euler(1), tol=0.0, window=window,
+                      initial=pint.Extrapolate(), jacobian=pint.Secant(), store_iterates=True)
+    previous = y0 + (t - t[0])[:, None] * decay(t[0], y0)  # the first guess: a tangent
+    for k, ys in enumerate(sol.iterates, start=1):
+        e = k - 1 + window  # ExactFront: the front moves by one per iteration
+        if e < n:
+            slope = decay(t[e - 1], previous[e - 1])
+            line = ys[e] + (t[e + 1:] - t[e])[:, None] * slope
+            torch.testing.assert_close(ys[e + 1:], line, rtol=1e-12, atol=1e-12)
+        previous = ys
+
+
+def test_freeze_with_stop_ends_before_the_front_reaches_the_end():
+    t = torch.linspace(0, 4, 81, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
+    kw = dict(step=pint.RK4(1), tol=1e-6, window=30, jacobian=pint.Secant(),
+              initial=pint.Extrapolate(), stop=pint.Extrapolated())
+    plain = pint.picard(oscillator, y0, t, acceptance=pint.Freeze(tol=1e-8), **kw)
+    early = pint.picard(oscillator, y0, t, acceptance=pint.Freeze(tol=1e-8, stop=True), **kw)
+    assert early.converged and early.iterations < plain.iterations
+    assert float((early.ys - serial.ys).abs().max()) <= 10 * 1e-6
+
+
+def test_freeze_stop_must_be_a_bool():
+    with pytest.raises(TypeError, match="Freeze's stop must be True or False"):
+        pint.Freeze(stop=1)
 
 
 def test_secant_beats_picard_on_a_stiffish_linear_problem():

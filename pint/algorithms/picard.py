@@ -21,6 +21,7 @@ cheaper on smooth flows but able to lock in wrong states on expanding ones).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -135,7 +136,13 @@ def _at(bound: float | Tensor, j: Tensor, like: Tensor) -> Tensor:
 @runtime_checkable
 class InitialGuess(Protocol):
     """The trajectory the iteration starts from: a generator (like a propagation) that may
-    yield requests and returns the states at every grid point, ``(N + 1, S, *state)``."""
+    yield requests and returns the states at every grid point, ``(N + 1, S, *state)``.
+
+    An initial guess may also define ``ahead(t, end, slope)``: with a sliding window, the
+    states at ``t[1:]`` beyond the window's end (``end``, the state at ``t[0]``; ``slope``
+    the last step's ``(Phi(x) - x) / h``) after every iteration. Without it, the points
+    beyond the window carry the correction of the window's end through the Jacobian model.
+    """
 
     def guess(self, t: Tensor, y0: Tensor) -> Propagation:
         """The initial trajectory for the problems ``y0`` (``(S, *state)``)."""
@@ -157,7 +164,13 @@ class Constant:
 class Extrapolate:
     """One evaluation ``f(t_0, y0)`` and the straight line ``X_j = y0 + (t_j - t_0) f``:
     for a diffusion probability-flow ODE it is DDIM's prediction of every point from the first
-    denoiser output, a far better start than the noise itself."""
+    denoiser output, a far better start than the noise itself.
+
+    With a sliding window, the points beyond the window are guessed again after every
+    iteration (:meth:`ahead`) by the same straight line from the window's end, along the slope
+    of its last step (DDIM's prediction from the latest, least noisy denoiser output), instead
+    of carrying the window end's correction onto the first guess.
+    """
 
     def __repr__(self) -> str:
         return "Extrapolate()"
@@ -165,8 +178,14 @@ class Extrapolate:
     def guess(self, t: Tensor, y0: Tensor) -> Propagation:
         """The tangent line at ``t_0``."""
         slope = yield Request(t[:1].expand(len(y0)), y0)
-        h = (t - t[0]).reshape(-1, 1, *[1] * (y0.ndim - 1))
-        return y0.unsqueeze(0) + h * slope.unsqueeze(0)
+        return self.ahead(t, y0, slope, start=0)
+
+    def ahead(self, t: Tensor, end: Tensor, slope: Tensor, start: int = 1) -> Tensor:
+        """The states at ``t[start:]`` on the line through ``end`` (the state at ``t[0]``,
+        ``(S, *state)``) with ``slope`` (the last step's ``(Phi(x) - x) / h``; ``f`` itself
+        for Euler steps)."""
+        h = (t[start:] - t[0]).reshape(-1, 1, *[1] * (end.ndim - 1))
+        return end.unsqueeze(0) + h * slope.unsqueeze(0)
 
 
 # -- acceptance ------------------------------------------------------------------------
@@ -203,13 +222,19 @@ class Freeze:
         norm: ``norm(change, t)`` per point and problem (see :data:`PointNorm`); default the
             largest absolute entry.
         tol: the acceptance tolerance; default the solver's ``tol``.
+        stop: also stop a problem by the solver's stopping rule on the change of its whole
+            trajectory (as :class:`ExactFront` does) in the iterations whose window reaches the
+            end of the grid, before the front gets there. Default ``False`` (ParaDiGMS).
     """
 
-    def __init__(self, norm: PointNorm | None = None, tol: float | None = None) -> None:
-        self.norm, self.tol = norm, tol
+    def __init__(self, norm: PointNorm | None = None, tol: float | None = None,
+                 stop: bool = False) -> None:
+        if not isinstance(stop, bool):
+            raise TypeError(f"Freeze's stop must be True or False, got {stop!r}")
+        self.norm, self.tol, self.stop = norm, tol, stop
 
     def __repr__(self) -> str:
-        return "Freeze()"
+        return f"Freeze(tol={self.tol!r}, stop={self.stop})"
 
     def errors(self, change: Tensor, t: Tensor) -> Tensor:
         """The worst problem's error at each point, ``(P,)``."""
@@ -330,6 +355,8 @@ class Picard:
         self.seen_x: Tensor | None = None  # the last evaluated points and their images
         self.seen_phi: Tensor | None = None
         self.seen = torch.zeros(self.n, self.batch, dtype=torch.bool)  # which are known
+        # Freeze(stop=True): the last whole-trajectory residual of each problem
+        self.final = torch.full((self.batch,), math.nan, dtype=torch.float64)
 
     def evaluate(self, propagation: Propagation, label: str, k: int, points: Tensor,
                  problems: Tensor) -> Tensor:
@@ -377,14 +404,24 @@ class Picard:
         if self.learns:
             a = self.learn(b, e, members, x, phi, a)
         new = self.scan(x, phi, a, b, e)
+        ahead = getattr(self.initial, "ahead", None)
+        if e < self.n and ahead is not None:  # re-guess the points beyond the window
+            slope = (phi[-1] - x[e - 1]) / (self.t[e] - self.t[e - 1])
+            new[e + 1:] = ahead(self.t[e:], new[e], slope)
         change = new - x
         window, times = change[b + 1:e + 1], self.t[b + 1:e + 1]
         next_b = min(self.acceptance.advance(window, times, b, self.it.tol), self.n)
         if isinstance(self.acceptance, Freeze):  # stops when the front reaches the end
+            stopping = torch.full((s,), next_b >= self.n)
+            if self.acceptance.stop and e == self.n:  # or by the stopping rule
+                whole = self.it.residual(change)
+                rows = members.cpu()
+                stopping |= self.it.stop(whole, self.final[rows], self.it.tol).cpu()
+                self.final[rows] = whole
             residual = torch.full((s,), float(self.acceptance.errors(window, times).max()),
                                   dtype=torch.float64)
             self.it.decide(k, residual, new, exact=next_b >= self.n and self.it.tol == 0,
-                           stopping=torch.full((s,), next_b >= self.n))
+                           stopping=stopping)
         else:  # the exact front moved by one: the stopping rule decides, on the whole change
             residual = self.it.residual(change) if e == self.n else None
             self.it.decide(k, residual, new, exact=b + 1 >= self.n)

@@ -88,8 +88,11 @@ class QuasiNewton(Sampler):
         window: how many steps one iteration evaluates (default all ``N``); a window bounds the
             work per iteration (about ``window`` rows per sample per call) at some extra depth.
             With a window shorter than ``N`` the window slides past its front points once they
-            change by less than ``tol / 10`` (data-scale RMS, for every sample), as ParaDiGMS
-            does with ``tol``; the samples stop when the front reaches the end.
+            change by less than ``tol / 3`` (data-scale RMS, for every sample), as ParaDiGMS
+            does with ``tol``; the points beyond the window are predicted again after every
+            iteration by DDIM from the window's last denoiser output
+            (:meth:`pint.Extrapolate.ahead`), and a sample stops by the extrapolated stop once
+            the window reaches the last step, or when the front gets there.
         tol: a sample stops when its final state's error, extrapolated from the contraction of
             its RMS changes (:class:`pint.Extrapolated`), is at most ``tol`` (units of ``x``).
         stop: the stopping rule (default :class:`pint.Extrapolated`).
@@ -120,7 +123,8 @@ class QuasiNewton(Sampler):
         if jacobian is None:
             jacobian = trajectory.secant if trajectory.secant is not None else pint.Secant()
         sliding = self.window is not None and self.window < trajectory.steps
-        acceptance = pint.Freeze(data_rms(trajectory), tol=self.tol / 10) if sliding else None
+        acceptance = (pint.Freeze(data_rms(trajectory), tol=self.tol / 3, stop=True) if sliding
+                      else None)
         solution = pint.picard(
             trajectory.field, trajectory.y0, trajectory.grid, step=trajectory.fine,
             window=self.window, tol=self.tol, max_iters=self.max_iters, norm=final_rms(trajectory),
