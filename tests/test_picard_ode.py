@@ -21,7 +21,14 @@ def oscillator(t, y):
     return torch.stack([y[1], -y[0]])
 
 
-JACOBIANS = [pint.Identity(), pint.Secant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0)]
+def pendulum(t, y):
+    return torch.stack([y[1], -torch.sin(y[0]) - 0.1 * y[1]])
+
+
+JACOBIANS = [pint.Identity(), pint.Secant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0),
+             pint.DiagonalSecant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0).diagonal(),
+             pint.Anderson(), pint.Anderson(pint.Secant(), depth=2),
+             pint.Anderson(pint.DiagonalSecant(), depth=1)]
 INITIALS = [pint.Constant(), pint.Extrapolate()]
 ACCEPTANCES = [pint.ExactFront(), pint.Freeze(), pint.Freeze(stop=True)]
 
@@ -118,6 +125,44 @@ def test_secant_beats_picard_on_a_stiffish_linear_problem():
     torch.testing.assert_close(qn.ys[:, 0], exact, rtol=0, atol=1e-9)
     assert qn.iterations <= 4 < plain.iterations
     assert qn.converged_by == "tolerance"
+
+
+def test_diagonal_secant_is_exact_on_a_diagonal_linear_problem():
+    """y' = diag(lam) y with Euler steps: each step is linear with a diagonal Jacobian, which
+    the diagonal secant recovers from one history point (the scalar one cannot)."""
+    lam = torch.tensor([-8.0, -1.0, 2.0], dtype=F64)
+    t = torch.linspace(0, 1, 41, dtype=F64)
+    kw = dict(step=pint.Euler(1), tol=1e-10, initial=pint.Extrapolate())
+    diagonal = pint.picard(lambda t, y: lam * y, torch.ones(3, dtype=F64), t,
+                           jacobian=pint.DiagonalSecant(), **kw)
+    scalar = pint.picard(lambda t, y: lam * y, torch.ones(3, dtype=F64), t,
+                         jacobian=pint.Secant(), **kw)
+    exact = (1 + lam / 40) ** torch.arange(41, dtype=F64)[:, None]
+    torch.testing.assert_close(diagonal.ys, exact, rtol=0, atol=1e-9)
+    assert diagonal.iterations <= 5 < scalar.iterations
+
+
+@pytest.mark.parametrize("problem", [oscillator, pendulum], ids=["oscillator", "pendulum"])
+def test_anderson_accelerates_picard(problem):
+    t = torch.linspace(0, 6, 61, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    serial = pint.serial(problem, y0, t, method=pint.RK4(1))
+    kw = dict(step=pint.RK4(1), tol=1e-8, initial=pint.Extrapolate())
+    plain = pint.picard(problem, y0, t, **kw)
+    anderson = pint.picard(problem, y0, t, jacobian=pint.Anderson(), **kw)
+    assert anderson.converged and anderson.iterations < plain.iterations * 3 / 4
+    assert float((anderson.ys - serial.ys).abs().max()) <= 1e-7
+
+
+@pytest.mark.parametrize(("build", "error", "message"), [
+    (lambda: pint.Anderson(depth=0), ValueError, "Anderson's depth must be"),
+    (lambda: pint.Anderson(pint.Anderson()), TypeError, "Anderson's base must be"),
+    (lambda: pint.Anderson(regularization=-1.0), ValueError, "regularization must be"),
+    (lambda: pint.DiagonalSecant(floor=0.0), ValueError, "floor must be"),
+])
+def test_bad_strategy_arguments(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
 
 
 def test_extrapolated_stop_error_is_within_tolerance():

@@ -37,7 +37,9 @@ from .parareal import check_propagators
 
 __all__ = [
     "Acceptance",
+    "Anderson",
     "Constant",
+    "DiagonalSecant",
     "ExactFront",
     "Extrapolate",
     "Freeze",
@@ -114,6 +116,10 @@ class Secant:
             raise ValueError("Secant's prior must be finite")
         return values
 
+    def diagonal(self, floor: float = 0.1) -> DiagonalSecant:
+        """The :class:`DiagonalSecant` with this prior and these bounds."""
+        return DiagonalSecant(self._prior, self.lower, self.upper, floor=floor)
+
     def estimate(self, j: Tensor, dphi_dx: Tensor, dx_dx: Tensor, current: Tensor) -> Tensor:
         """The clipped secant where ``dX != 0``, else the current factor."""
         known = dx_dx > 0
@@ -130,6 +136,158 @@ def _at(bound: float | Tensor, j: Tensor, like: Tensor) -> Tensor:
     if isinstance(bound, Tensor) and bound.ndim == 1:
         return bound.to(like)[j.to(like.device)].reshape(-1, *[1] * (like.ndim - 1))
     return torch.as_tensor(bound, dtype=like.dtype, device=like.device)
+
+
+class DiagonalSecant(Secant):
+    """A diagonal secant estimate of ``dPhi_j/dx``: one factor per step, problem and state
+    component, ``A_j[i] = dPhi[i] / dX[i]`` from the last two evaluations at step ``j``, where
+    the component changed by more than ``floor`` times the change's RMS; elsewhere the scalar
+    secant :class:`Secant` (the fallback); both clipped to ``[lower_j, upper_j]``.
+
+    A diagonal ``A_j`` models steps whose components evolve at different rates (a
+    diagonal-dominant Jacobian); on a step that mixes components (a denoiser) the
+    componentwise quotients are noisy and the scalar secant is often as good.
+
+    Args:
+        prior, lower, upper: as in :class:`Secant`.
+        floor: the smallest ``|dX[i]| / rms(dX)`` at which the componentwise quotient is used.
+    """
+
+    elementwise = True
+
+    def __init__(self, prior: float | Tensor = 1.0, lower: float | Tensor | None = None,
+                 upper: float | Tensor | None = None, floor: float = 0.1) -> None:
+        super().__init__(prior, lower, upper)
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not floor > 0:
+            raise ValueError(f"DiagonalSecant's floor must be a positive number, got {floor!r}")
+        self.floor = float(floor)
+
+    def __repr__(self) -> str:
+        return "DiagonalSecant()"
+
+    def estimate_elementwise(self, j: Tensor, dphi: Tensor, dx: Tensor, seen: Tensor,
+                             current: Tensor) -> Tensor:
+        """The factors at steps ``j`` (``(P, S, *state)``) from the changes ``dphi``, ``dx``
+        (each ``(P, S, *state)``) where ``seen`` (``(P, S)``); else ``current``."""
+        dims = tuple(range(2, dx.ndim))
+        shape = (*dx.shape[:2], *[1] * (dx.ndim - 2))
+        dx_dx = (dx * dx).sum(dims)
+        scalar = super().estimate(j, (dphi * dx).sum(dims).double(),
+                                  torch.where(seen, dx_dx.double(), 0), current.mean(dims))
+        rms = (dx_dx / max(1, dx[0, 0].numel())).sqrt().reshape(shape)
+        usable = (dx.abs() > self.floor * rms) & (rms > 0)
+        value = torch.where(usable, dphi / torch.where(usable, dx, 1),
+                            scalar.to(dx.dtype).reshape(shape))
+        if self.lower is not None:
+            value = torch.maximum(value, _at(self.lower, j, value))
+        if self.upper is not None:
+            value = torch.minimum(value, _at(self.upper, j, value))
+        return torch.where(seen.reshape(shape), value, current)
+
+
+class Anderson:
+    """Triangular Anderson acceleration of a Picard-family iteration, after ParaTAA (Tang,
+    Tang, Luo, Wang & Chang, *Accelerating Parallel Sampling of Diffusion Models*, ICML 2024).
+
+    The iteration is a fixed-point map ``G`` of the whole trajectory (``G(X)`` the update of
+    :func:`picard` with the ``base`` Jacobian model: Picard's cumulative sum for
+    :class:`Identity`). Anderson mixing replaces ``G(X_k)`` by ``G(X_k) - dG gamma``, with
+    ``dG``, ``dR`` the differences of the last ``depth`` values of ``G`` and of the residual
+    ``R = G(X) - X``, and ``gamma`` the least-squares fit of ``R_k`` by ``dR``. *Triangular*:
+    the trajectory's map is lower triangular (point ``j`` depends only on the points before
+    it), so each point ``t`` fits its own ``gamma_t`` on the residuals of the points up to
+    ``t`` only. The exact front and the point after it take the plain update, so the prefix
+    stays exact and the result equals :func:`pint.serial` at full iterations.
+
+    Args:
+        base: the Jacobian model of the map being accelerated (default :class:`Identity`).
+        depth: how many past differences the fit uses (``m``; default 3).
+        regularization: Tikhonov weight of the fit, relative to its Gram matrix's trace.
+    """
+
+    def __init__(self, base: JacobianModel | None = None, depth: int = 3,
+                 regularization: float = 1e-8) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"Anderson's depth must be a positive integer, got {depth!r}")
+        if isinstance(base, Anderson) or not isinstance(base, JacobianModel | None):
+            raise TypeError(f"Anderson's base must be a JacobianModel other than Anderson, "
+                            f"got {base!r}")
+        if not (isinstance(regularization, int | float) and regularization >= 0):
+            raise ValueError(f"Anderson's regularization must be a number >= 0, got "
+                             f"{regularization!r}")
+        self.base = Identity() if base is None else base
+        self.depth, self.regularization = depth, float(regularization)
+        self.learns = bool(getattr(self.base, "learns", True))
+        self.elementwise = bool(getattr(self.base, "elementwise", False))
+
+    def __repr__(self) -> str:
+        return f"Anderson(base={self.base!r}, depth={self.depth})"
+
+    def prior(self, t: Tensor) -> Tensor:
+        """The base model's prior."""
+        return self.base.prior(t)
+
+    def estimate(self, j: Tensor, dphi_dx: Tensor, dx_dx: Tensor, current: Tensor) -> Tensor:
+        """The base model's estimate."""
+        return self.base.estimate(j, dphi_dx, dx_dx, current)
+
+    def estimate_elementwise(self, j: Tensor, dphi: Tensor, dx: Tensor, seen: Tensor,
+                             current: Tensor) -> Tensor:
+        """The base model's elementwise estimate."""
+        return self.base.estimate_elementwise(j, dphi, dx, seen, current)  # type: ignore
+
+    def mixer(self) -> AndersonMixer:
+        """The history of one solve."""
+        return AndersonMixer(self.depth, self.regularization)
+
+
+class AndersonMixer:
+    """The history of one :class:`Anderson`-accelerated solve: the last ``depth + 1`` iterates
+    ``X`` and updates ``G(X)`` of every problem (problems only ever leave the iteration, so
+    the active ones have all of it)."""
+
+    def __init__(self, depth: int, regularization: float) -> None:
+        self.depth, self.regularization = depth, regularization
+        self.xs: list[Tensor] = []  # each (N + 1, B, *state)
+        self.gs: list[Tensor] = []
+
+    def mix(self, x: Tensor, g: Tensor, members: Tensor, batch: int, b: int, e: int) -> Tensor:
+        """The accelerated update: ``g`` with the points ``b + 2 .. e`` mixed, for the problems
+        ``members`` (their rows of the iterate ``x`` and its update ``g``:
+        ``(N + 1, S, *state)``; ``batch`` problems in all)."""
+        history = [(hx[:, members], hg[:, members]) for hx, hg in zip(self.xs, self.gs,
+                                                                       strict=True)]
+        self._remember(x, g, members, batch)
+        out = g.clone()
+        lo = b + 1  # the fit's rows: the window from the point after the exact front
+        if not history or e < lo + 1:
+            return out
+        xs = torch.stack([h[0][lo:e + 1] for h in history] + [x[lo:e + 1]])  # (m+1, P, S, ..)
+        gs = torch.stack([h[1][lo:e + 1] for h in history] + [g[lo:e + 1]])
+        r = gs - xs
+        dr, dg = r[1:] - r[:-1], gs[1:] - gs[:-1]  # (m, P, S, ...)
+        dr_flat = dr.flatten(3).double()
+        # triangular: point t fits on the rows lo..t only, i.e. cumulative Gram sums
+        gram = torch.einsum("ipsd,jpsd->psij", dr_flat, dr_flat).cumsum(0)  # (P, S, m, m)
+        rhs = torch.einsum("ipsd,psd->psi", dr_flat, r[-1].flatten(2).double()).cumsum(0)
+        m = gram.shape[-1]
+        trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+        eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
+        gram = gram + (self.regularization * trace + torch.finfo(gram.dtype).tiny) * eye
+        gamma = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)  # (P, S, m)
+        gamma = torch.nan_to_num(gamma, nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
+        mixed = gs[-1] - torch.einsum("psi,ips...->ps...", gamma, dg)
+        out[lo + 1:e + 1] = mixed[1:]  # the point after the front keeps the exact update
+        return out
+
+    def _remember(self, x: Tensor, g: Tensor, members: Tensor, batch: int) -> None:
+        """Keep ``x`` and ``g`` of the problems ``members`` (the last ``depth + 1``)."""
+        for store, value in ((self.xs, x), (self.gs, g)):
+            full = torch.zeros(value.shape[0], batch, *value.shape[2:], dtype=value.dtype,
+                               device=value.device)
+            full[:, members] = value
+            store.append(full)
+            del store[:-self.depth]
 
 
 # -- initial guesses ---------------------------------------------------------------------
@@ -351,6 +509,13 @@ class Picard:
         self.n = len(t) - 1
         self.batch = iterations.batch
         self.factors = jacobian.prior(t).to(t.device).unsqueeze(1).repeat(1, self.batch)
+        self.elementwise = bool(getattr(jacobian, "elementwise", False))
+        if self.elementwise:  # one factor per state component
+            state = iterations.result.shape[2:]
+            self.factors = self.factors.to(iterations.result.dtype).reshape(
+                *self.factors.shape, *[1] * len(state)).repeat(1, 1, *state)
+        mixer = getattr(jacobian, "mixer", None)
+        self.mixer = None if mixer is None else mixer()
         self.learns = bool(getattr(jacobian, "learns", True))
         self.seen_x: Tensor | None = None  # the last evaluated points and their images
         self.seen_phi: Tensor | None = None
@@ -404,6 +569,8 @@ class Picard:
         if self.learns:
             a = self.learn(b, e, members, x, phi, a)
         new = self.scan(x, phi, a, b, e)
+        if self.mixer is not None:
+            new = self.mixer.mix(x, new, members, self.batch, b, e)
         ahead = getattr(self.initial, "ahead", None)
         if e < self.n and ahead is not None:  # re-guess the points beyond the window
             slope = (phi[-1] - x[e - 1]) / (self.t[e] - self.t[e - 1])
@@ -435,11 +602,15 @@ class Picard:
         seen = self.seen[window][:, members.cpu()].to(x.device)
         dx = x[b:e] - self.seen_x[window][:, members]
         dphi = phi - self.seen_phi[window][:, members]
-        dims = tuple(range(2, x.ndim))
-        dx_dx = torch.where(seen, (dx * dx).sum(dims).double(), 0)
-        dphi_dx = (dphi * dx).sum(dims).double()
         steps = torch.arange(b, e, device=x.device)
-        estimate = self.jacobian.estimate(steps, dphi_dx, dx_dx, a[window])
+        if self.elementwise:
+            estimate = self.jacobian.estimate_elementwise(  # type: ignore[attr-defined]
+                steps, dphi, dx, seen, a[window])
+        else:
+            dims = tuple(range(2, x.ndim))
+            dx_dx = torch.where(seen, (dx * dx).sum(dims).double(), 0)
+            dphi_dx = (dphi * dx).sum(dims).double()
+            estimate = self.jacobian.estimate(steps, dphi_dx, dx_dx, a[window])
         a = a.clone()
         a[window] = estimate
         self.factors[window.start:window.stop, members] = estimate
@@ -452,17 +623,16 @@ class Picard:
         """The linearised recurrence from the exact front ``b``: inside the window with the new
         evaluations, beyond it (no evaluation) carrying the correction of the window's end."""
         new = x.clone()
-        shape = (-1, *[1] * (x.ndim - 2))
         if bool((a[b:] == 1).all()):  # Picard: a cumulative sum
             new[b + 1:e + 1] = x[b] + (phi - x[b:e]).cumsum(0)
             new[e + 1:] = x[e + 1:] + (new[e] - x[e])
             return new
+        if not self.elementwise:  # one factor per step and problem: broadcast over the state
+            a = a.to(x.dtype).reshape(*a.shape, *[1] * (x.ndim - 2))
         d = torch.zeros_like(x[b])
         for j in range(b, e):
-            new[j + 1] = phi[j - b] + a[j].to(x.dtype).reshape(shape) * d
+            new[j + 1] = phi[j - b] + a[j] * d
             d = new[j + 1] - x[j + 1]
         if e < self.n:
-            carry = a[e:].to(x.dtype).cumprod(0)
-            carry = carry.reshape(*carry.shape, *[1] * (x.ndim - 2))
-            new[e + 1:] = x[e + 1:] + carry * d
+            new[e + 1:] = x[e + 1:] + a[e:].cumprod(0) * d
         return new
