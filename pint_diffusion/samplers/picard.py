@@ -7,8 +7,9 @@ iteration and update the trajectory by the linearised recurrence of :func:`pint.
   Diffusion Models*, NeurIPS 2023; diffusers' ``StableDiffusionParadigmsPipeline``): ``A_j = I``,
   the trajectory starts at the noise, points whose change falls below the tolerance are accepted
   and the window slides past them.
-- :class:`QuasiNewton`: a scalar secant estimate of each step's Jacobian per sample (for the DDIM
-  step ``A_j = r_j + (1 - r_j) c_j``, ``c_j`` the denoiser's slope along the last change), the
+- :class:`QuasiNewton`: a diagonal secant estimate of each step's Jacobian per sample (for the
+  DDIM step ``A_j = r_j + (1 - r_j) c_j``, ``c_j`` the denoiser's slope along the last change,
+  per component where the component changed, else along the whole change), the
   trajectory starts on DDIM's prediction from one evaluation, and a sample stops when the error
   of its final state, extrapolated from the contraction, is below the tolerance: no point is
   ever frozen, so no wrong state is locked in.
@@ -97,8 +98,12 @@ class QuasiNewton(Sampler):
             its RMS changes (:class:`pint.Extrapolated`), is at most ``tol`` (units of ``x``).
         stop: the stopping rule (default :class:`pint.Extrapolated`).
         max_iters: the most iterations (default ``N``: then the result is exact).
-        jacobian: the Jacobian model; default the secant of the trajectory's stepping
-            (:func:`probability_flow` builds the DDIM one), :class:`pint.Identity` gives Picard.
+        jacobian: the Jacobian model; default the diagonal secant
+            (:meth:`pint.Secant.diagonal`) of the trajectory's stepping
+            (:func:`probability_flow` builds the DDIM one: ``A_j = r_j + (1 - r_j) c_j`` per
+            component, ``c_j`` clipped to ``[0, 1.5]``), or a scalar :class:`pint.Secant` for a
+            stepping without one; :class:`pint.Identity` gives Picard,
+            :class:`pint.Anderson` triangular Anderson acceleration (ParaTAA).
         initial: the initial guess; default :class:`pint.Extrapolate` (DDIM's prediction of
             every point from the first model output).
     """
@@ -120,8 +125,9 @@ class QuasiNewton(Sampler):
             max_batch: int | None) -> tuple[pint.Solution, list[int] | None]:
         """:func:`pint.picard` with a secant Jacobian and no freezing."""
         jacobian = self.jacobian
-        if jacobian is None:
-            jacobian = trajectory.secant if trajectory.secant is not None else pint.Secant()
+        if jacobian is None:  # the stepping's own model, per component; else a scalar secant
+            jacobian = (trajectory.secant.diagonal() if trajectory.secant is not None
+                        else pint.Secant())
         sliding = self.window is not None and self.window < trajectory.steps
         acceptance = (pint.Freeze(data_rms(trajectory), tol=self.tol / 3, stop=True) if sliding
                       else None)
