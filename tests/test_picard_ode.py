@@ -176,6 +176,29 @@ def test_extrapolated_stop_error_is_within_tolerance():
         assert float((sol.ys - serial.ys).abs().max()) <= 10 * tol
 
 
+@given(rho=st.floats(0.01, 0.95), first=st.floats(1e-3, 10.0), safety=st.floats(1.0, 8.0),
+       tol=st.floats(1e-8, 1e-1))
+@settings(max_examples=60, deadline=None)
+def test_extrapolated_stop_on_a_geometric_sequence(rho, first, safety, tol):
+    """Residuals f_k = first * rho^k of a linear contraction leave exactly
+    f_k rho / (1 - rho) (the sum of the later ones): the rule stops when safety times that
+    remaining error is within tol."""
+    residual = torch.tensor([first * rho], dtype=F64)
+    previous = torch.tensor([first], dtype=F64)
+    remaining = first * rho * rho / (1 - rho)
+    stops = bool(pint.Extrapolated(safety)(residual, previous, tol)[0])
+    if safety * remaining <= tol * (1 - 1e-9):
+        assert stops
+    elif safety * remaining >= tol * (1 + 1e-9):
+        assert not stops
+
+
+@pytest.mark.parametrize("safety", [0.5, math.nan, math.inf, True, "2"])
+def test_extrapolated_safety_must_be_at_least_one(safety):
+    with pytest.raises(ValueError, match="Extrapolated's safety must be"):
+        pint.Extrapolated(safety)
+
+
 def test_depth_is_one_round_per_iteration_plus_the_initial_evaluation():
     t = torch.linspace(0, 1, 11, dtype=F64)
     y0 = torch.ones(1, dtype=F64)

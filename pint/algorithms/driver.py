@@ -75,15 +75,28 @@ class Extrapolated:
     ``rho < 1`` and that bound is at most ``tol`` (or the residual is exactly 0). Safer than
     :class:`Tolerance` on slowly contracting iterations, and it stops an iteration earlier on
     fast ones.
+
+    The bound is an estimate (the contraction may slow down after it was measured): with
+    ``safety`` ``s`` the problem stops only when ``s`` times the bound is at most ``tol``.
+
+    Args:
+        safety: the factor on the extrapolated error (default 1), at least 1.
     """
 
+    def __init__(self, safety: float = 1.0) -> None:
+        if isinstance(safety, bool) or not isinstance(safety, int | float) or not (
+                1 <= safety < math.inf):
+            raise ValueError(f"Extrapolated's safety must be a finite number >= 1, got "
+                             f"{safety!r}")
+        self.safety = float(safety)
+
     def __repr__(self) -> str:
-        return "Extrapolated()"
+        return "Extrapolated()" if self.safety == 1 else f"Extrapolated(safety={self.safety:g})"
 
     def __call__(self, residual: Tensor, previous: Tensor, tol: float) -> Tensor:
-        """``rho < 1`` and ``residual * rho / (1 - rho) <= tol``."""
+        """``rho < 1`` and ``safety * residual * rho / (1 - rho) <= tol``."""
         rho = residual / previous
-        bound = residual * rho / (1 - rho)
+        bound = self.safety * residual * rho / (1 - rho)
         contracting = (rho < 1) & (bound <= tol)
         return (residual == 0) | torch.nan_to_num(contracting.to(torch.bool), nan=0.0).bool()
 

@@ -94,9 +94,10 @@ class QuasiNewton(Sampler):
             iteration by DDIM from the window's last denoiser output
             (:meth:`pint.Extrapolate.ahead`), and a sample stops by the extrapolated stop once
             the window reaches the last step, or when the front gets there.
-        tol: a sample stops when its final state's error, extrapolated from the contraction of
-            its RMS changes (:class:`pint.Extrapolated`), is at most ``tol`` (units of ``x``).
-        stop: the stopping rule (default :class:`pint.Extrapolated`).
+        tol: a sample stops when twice its final state's error, extrapolated from the
+            contraction of its RMS changes (:class:`pint.Extrapolated` with ``safety=2``), is
+            at most ``tol`` (units of ``x``).
+        stop: the stopping rule (default ``pint.Extrapolated(safety=2.0)``).
         max_iters: the most iterations (default ``N``: then the result is exact).
         jacobian: the Jacobian model; default the diagonal secant
             (:meth:`pint.Secant.diagonal`) of the trajectory's stepping
@@ -115,7 +116,7 @@ class QuasiNewton(Sampler):
                  jacobian: pint.algorithms.picard.JacobianModel | None = None,
                  initial: pint.algorithms.picard.InitialGuess | None = None) -> None:
         self.window, self.tol = _window(window), check_tol(tol)
-        self.stop = pint.Extrapolated() if stop is None else stop
+        self.stop = pint.Extrapolated(safety=2.0) if stop is None else stop
         self.max_iters, self.jacobian, self.initial = max_iters, jacobian, initial
 
     def __repr__(self) -> str:
