@@ -12,11 +12,15 @@ Jacobian of ``Phi_j`` is Newton's method (DEER), and a secant estimate of it in 
 quasi-Newton method (:class:`Secant`). Whatever ``A_j``, the front ``X'_{b+1} = Phi_b(X_b)`` is
 exact, so the iteration never needs more than ``N`` rounds and equals :func:`pint.serial` then.
 
-Strategies, each an object: the Jacobian model (:class:`Identity`, :class:`Secant`), the initial
-guess (:class:`Constant`, :class:`Extrapolate`), the acceptance rule (:class:`ExactFront`:
-only the exact front is final and the problems stop by the stopping rule on the whole change;
+Strategies, each an object: the Jacobian model (:class:`Identity`; :class:`Secant`, one
+factor per step and problem; :class:`DiagonalSecant`, one per state component;
+:class:`Anderson`, triangular Anderson acceleration of any of them, after ParaTAA), the
+initial guess (:class:`Constant`, :class:`Extrapolate`, which with a sliding window also
+re-predicts the points beyond the window), the acceptance rule (:class:`ExactFront`: only the
+exact front is final and the problems stop by the stopping rule on the whole change;
 :class:`Freeze`: ParaDiGMS's acceptance of every front point whose change is below a tolerance,
-cheaper on smooth flows but able to lock in wrong states on expanding ones).
+cheaper on smooth flows but able to lock in wrong states on expanding ones; ``stop=True``
+adds the stopping rule once the window reaches the end).
 """
 
 from __future__ import annotations
@@ -58,7 +62,14 @@ points' times ``(P,)``, to one value per point and problem, ``(P, S)``."""
 # -- Jacobian models -----------------------------------------------------------------------
 @runtime_checkable
 class JacobianModel(Protocol):
-    """The factor ``A_j`` of the linearised recurrence, one scalar per step and problem."""
+    """The factor ``A_j`` of the linearised recurrence, one scalar per step and problem.
+
+    Optional members: ``learns = False`` (no history needed, as :class:`Identity`);
+    ``elementwise = True`` with ``estimate_elementwise(j, dphi, dx, seen, current)``: one
+    factor per state component (:class:`DiagonalSecant`); ``mixer()``: a fresh object whose
+    ``mix(x, g, members, batch, b, e)`` rewrites each iteration's update ``g`` of the iterate
+    ``x`` (:class:`Anderson`).
+    """
 
     def prior(self, t: Tensor) -> Tensor:
         """``A_j`` before any history, shape ``(N,)``, for the grid ``t``."""
@@ -448,7 +459,9 @@ def picard(
             ``(N + 1, *state)``, to its residual; default the largest absolute entry.
         stop: the stopping rule on the residual: :class:`pint.Tolerance` (default) or
             :class:`pint.Extrapolated`. Tested only while the window reaches the end of the grid.
-        jacobian: :class:`Identity` (default: Picard) or :class:`Secant` (quasi-Newton).
+        jacobian: :class:`Identity` (default: Picard), :class:`Secant` or
+            :class:`DiagonalSecant` (quasi-Newton), or :class:`Anderson` (triangular Anderson
+            acceleration).
         initial: :class:`Constant` (default) or :class:`Extrapolate`.
         acceptance: :class:`ExactFront` (default) or :class:`Freeze`.
         store_iterates: keep the trajectory after every iteration.
