@@ -209,7 +209,9 @@ def test_depth_is_one_round_per_iteration_plus_the_initial_evaluation():
         assert sol.stats.evaluations["step"] == 4 * (10 + 9 + 8 + 7 + 6)
 
 
-def test_sliding_window_and_independent_problems():
+@pytest.mark.parametrize("jacobian", [pint.Secant(), pint.DiagonalSecant(),
+                                      pint.Anderson(pint.Secant())], ids=repr)
+def test_sliding_window_and_independent_problems(jacobian):
     t = torch.linspace(0, 2, 31, dtype=F64)
     y0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=F64)
 
@@ -219,7 +221,7 @@ def test_sliding_window_and_independent_problems():
     serial = torch.stack([pint.serial(lambda t, y, i=i: -y * (1 + i), y0[i], t,
                                       method=pint.Euler(1)).ys for i in range(3)], 1)
     sol = pint.picard(f, y0, t, step=pint.Euler(1), window=8, tol=1e-12,
-                      jacobian=pint.Secant(), vectorized=True, independent=True)
+                      jacobian=jacobian, vectorized=True, independent=True)
     torch.testing.assert_close(sol.ys, serial, rtol=0, atol=1e-10)
     assert sol.sample_iterations.shape == (3,)
 
