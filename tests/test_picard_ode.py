@@ -181,22 +181,44 @@ def test_extrapolated_stop_error_is_within_tolerance():
 @settings(max_examples=60, deadline=None)
 def test_extrapolated_stop_on_a_geometric_sequence(rho, first, safety, tol):
     """Residuals f_k = first * rho^k of a linear contraction leave exactly
-    f_k rho / (1 - rho) (the sum of the later ones): the rule stops when safety times that
-    remaining error is within tol."""
+    f_k rho / (1 - rho) (the sum of the later ones): for ratios it trusts (at least
+    ``fastest``) the rule stops exactly when safety times that remaining error is within tol;
+    for faster ones it is conservative (it stops only when that holds)."""
     residual = torch.tensor([first * rho], dtype=F64)
     previous = torch.tensor([first], dtype=F64)
     remaining = first * rho * rho / (1 - rho)
-    stops = bool(pint.Extrapolated(safety)(residual, previous, tol)[0])
-    if safety * remaining <= tol * (1 - 1e-9):
-        assert stops
-    elif safety * remaining >= tol * (1 + 1e-9):
-        assert not stops
+    rule = pint.Extrapolated(safety)
+    stops = bool(rule(residual, previous, tol)[0])
+    if stops:
+        assert safety * remaining <= tol * (1 + 1e-9)
+    elif rho >= rule.fastest:
+        assert safety * remaining >= tol * (1 - 1e-9)
+
+
+def test_extrapolated_stop_ignores_a_drop_after_growth():
+    """Picard iterations on Lorenz over a long span: the residuals grow to 2e84, then drop
+    to 2e5 (ratio 1e-79); the error is still of order one, so the rule must not stop."""
+    rule = pint.Extrapolated()
+    assert not bool(rule(torch.tensor([1.8e5], dtype=F64), torch.tensor([2.2e84], dtype=F64),
+                         1e-6)[0])
+    t = torch.linspace(0, 0.5, 101, dtype=F64)
+    lorenz = pint.problems.lorenz()
+    serial = pint.serial(lorenz.f, lorenz.y0, t, method=pint.RK4(1), vectorized=True)
+    sol = pint.picard(lorenz.f, lorenz.y0, t, step=pint.RK4(1), tol=1e-6, vectorized=True,
+                      stop=pint.Extrapolated())
+    assert sol.converged and float((sol.ys - serial.ys).abs().max()) <= 1e-5
 
 
 @pytest.mark.parametrize("safety", [0.5, math.nan, math.inf, True, "2"])
 def test_extrapolated_safety_must_be_at_least_one(safety):
     with pytest.raises(ValueError, match="Extrapolated's safety must be"):
         pint.Extrapolated(safety)
+
+
+@pytest.mark.parametrize("fastest", [-0.1, 1.0, math.nan, True])
+def test_extrapolated_fastest_must_be_a_ratio(fastest):
+    with pytest.raises(ValueError, match="Extrapolated's fastest must be"):
+        pint.Extrapolated(fastest=fastest)
 
 
 def test_depth_is_one_round_per_iteration_plus_the_initial_evaluation():
