@@ -104,7 +104,9 @@ class QuasiNewton(Sampler):
             (:func:`probability_flow` builds the DDIM one: ``A_j = r_j + (1 - r_j) c_j`` per
             component, ``c_j`` clipped to ``[0, 1.5]``), or a scalar :class:`pint.Secant` for a
             stepping without one; :class:`pint.Identity` gives Picard,
-            :class:`pint.Anderson` triangular Anderson acceleration (ParaTAA).
+            :class:`pint.Anderson` triangular Anderson acceleration (ParaTAA). The diagonal
+            secant keeps one factor per step, sample and state entry (memory like the
+            trajectory's); ``trajectory.secant`` itself is the scalar one.
         initial: the initial guess; default :class:`pint.Extrapolate` (DDIM's prediction of
             every point from the first model output).
     """
