@@ -248,6 +248,27 @@ def test_sliding_window_and_independent_problems(jacobian):
     assert sol.sample_iterations.shape == (3,)
 
 
+def test_freeze_with_stop_on_independent_problems():
+    """Problems that converge at different rates leave one by one while the window is
+    shared: each keeps its own last residual for the extrapolated stop."""
+    t = torch.linspace(0, 2, 41, dtype=F64)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 1.0], [2.0, -1.0]], dtype=F64)
+    speeds = torch.tensor([1.0, 2.0, 4.0], dtype=F64)
+
+    def f(t, y, index):
+        w = speeds.to(y)[index][:, None]
+        return torch.stack([w[:, 0] * y[:, 1], -w[:, 0] * y[:, 0]], 1)
+
+    serial = torch.stack([pint.serial(lambda t, y, i=i: f(t, y[None], torch.tensor([i]))[0],
+                                      y0[i], t, method=pint.RK4(1)).ys for i in range(3)], 1)
+    sol = pint.picard(f, y0, t, step=pint.RK4(1), window=15, tol=1e-8,
+                      jacobian=pint.Secant(), initial=pint.Extrapolate(),
+                      acceptance=pint.Freeze(tol=1e-12, stop=True), stop=pint.Extrapolated(),
+                      vectorized=True, independent=True)
+    assert sol.converged
+    torch.testing.assert_close(sol.ys, serial, rtol=0, atol=1e-7)
+
+
 def test_max_batch_gives_the_same_solution():
     t = torch.linspace(0, 2, 21, dtype=F64)
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
