@@ -19,7 +19,9 @@ torch.distributed).
 
 from . import problems
 from .algorithms import (
+    Anderson,
     Constant,
+    DiagonalSecant,
     ExactFront,
     Extrapolate,
     Extrapolated,
@@ -58,9 +60,11 @@ from .solution import Solution, Stats
 __all__ = [
     "RK4",
     "SDIRK2",
+    "Anderson",
     "BackwardEuler",
     "ButcherTableau",
     "Constant",
+    "DiagonalSecant",
     "Euler",
     "ExactFront",
     "Extrapolate",

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pint
+from pint.algorithms import recurrence
 
 F64 = torch.float64
 
@@ -21,9 +22,16 @@ def oscillator(t, y):
     return torch.stack([y[1], -y[0]])
 
 
-JACOBIANS = [pint.Identity(), pint.Secant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0)]
+def pendulum(t, y):
+    return torch.stack([y[1], -torch.sin(y[0]) - 0.1 * y[1]])
+
+
+JACOBIANS = [pint.Identity(), pint.Secant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0),
+             pint.DiagonalSecant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0).diagonal(),
+             pint.Anderson(), pint.Anderson(pint.Secant(), depth=2),
+             pint.Anderson(pint.DiagonalSecant(), depth=1)]
 INITIALS = [pint.Constant(), pint.Extrapolate()]
-ACCEPTANCES = [pint.ExactFront(), pint.Freeze()]
+ACCEPTANCES = [pint.ExactFront(), pint.Freeze(), pint.Freeze(stop=True)]
 
 
 @given(n=st.integers(1, 24), jacobian=st.sampled_from(JACOBIANS),
@@ -43,8 +51,12 @@ def test_full_iterations_equal_serial_for_every_strategy(n, jacobian, initial, a
     assert sol.converged and sol.iterations <= n
 
 
+@pytest.mark.parametrize("way", [recurrence.sequential, recurrence.parallel],
+                         ids=["sequential", "parallel scan"])
 @pytest.mark.parametrize("jacobian", JACOBIANS, ids=repr)
-def test_exact_prefix_after_every_iteration(jacobian):
+def test_exact_prefix_after_every_iteration(jacobian, way, monkeypatch):
+    """Both ways of solving the window's recurrence (the parallel scan is the GPU's)."""
+    monkeypatch.setattr(recurrence, "solve", way)
     t = torch.linspace(0, 3, 17, dtype=F64)
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
@@ -52,6 +64,57 @@ def test_exact_prefix_after_every_iteration(jacobian):
                       store_iterates=True)
     for k, ys in enumerate(sol.iterates, start=1):
         torch.testing.assert_close(ys[:k + 1], serial.ys[:k + 1], rtol=1e-12, atol=1e-13)
+
+
+@given(n=st.integers(2, 20), window=st.integers(1, 20), jacobian=st.sampled_from(JACOBIANS),
+       initial=st.sampled_from(INITIALS), acceptance=st.sampled_from(ACCEPTANCES))
+@settings(max_examples=40, deadline=None)
+def test_exact_prefix_with_a_sliding_window(n, window, jacobian, initial, acceptance):
+    t = torch.linspace(0, 2, n + 1, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
+    sol = pint.picard(oscillator, y0, t, step=pint.RK4(1), tol=0.0, jacobian=jacobian,
+                      initial=initial, acceptance=acceptance, window=min(window, n),
+                      store_iterates=True)
+    for k, ys in enumerate(sol.iterates, start=1):
+        torch.testing.assert_close(ys[:k + 1], serial.ys[:k + 1], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(sol.ys, serial.ys, rtol=1e-12, atol=1e-12)
+
+
+def test_extrapolate_guesses_the_points_beyond_the_window_along_the_last_slope():
+    """With Euler steps the last step's slope is f at the window's last point: after every
+    iteration the points beyond the window lie on the line through the window's end with
+    that slope (evaluated on the previous iterate)."""
+    n, window = 20, 5
+    t = torch.linspace(0, 2, n + 1, dtype=F64)
+    y0 = torch.tensor([1.0, -0.5], dtype=F64)
+    sol = pint.picard(decay, y0, t, step=pint.Euler(1), tol=0.0, window=window,
+                      initial=pint.Extrapolate(), jacobian=pint.Secant(), store_iterates=True)
+    previous = y0 + (t - t[0])[:, None] * decay(t[0], y0)  # the first guess: a tangent
+    for k, ys in enumerate(sol.iterates, start=1):
+        e = k - 1 + window  # ExactFront: the front moves by one per iteration
+        if e < n:
+            slope = decay(t[e - 1], previous[e - 1])
+            line = ys[e] + (t[e + 1:] - t[e])[:, None] * slope
+            torch.testing.assert_close(ys[e + 1:], line, rtol=1e-12, atol=1e-12)
+        previous = ys
+
+
+def test_freeze_with_stop_ends_before_the_front_reaches_the_end():
+    t = torch.linspace(0, 4, 81, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
+    kw = dict(step=pint.RK4(1), tol=1e-6, window=30, jacobian=pint.Secant(),
+              initial=pint.Extrapolate(), stop=pint.Extrapolated())
+    plain = pint.picard(oscillator, y0, t, acceptance=pint.Freeze(tol=1e-8), **kw)
+    early = pint.picard(oscillator, y0, t, acceptance=pint.Freeze(tol=1e-8, stop=True), **kw)
+    assert early.converged and early.iterations < plain.iterations
+    assert float((early.ys - serial.ys).abs().max()) <= 10 * 1e-6
+
+
+def test_freeze_stop_must_be_a_bool():
+    with pytest.raises(TypeError, match="Freeze's stop must be True or False"):
+        pint.Freeze(stop=1)
 
 
 def test_secant_beats_picard_on_a_stiffish_linear_problem():
@@ -69,6 +132,44 @@ def test_secant_beats_picard_on_a_stiffish_linear_problem():
     assert qn.converged_by == "tolerance"
 
 
+def test_diagonal_secant_is_exact_on_a_diagonal_linear_problem():
+    """y' = diag(lam) y with Euler steps: each step is linear with a diagonal Jacobian, which
+    the diagonal secant recovers from one history point (the scalar one cannot)."""
+    lam = torch.tensor([-8.0, -1.0, 2.0], dtype=F64)
+    t = torch.linspace(0, 1, 41, dtype=F64)
+    kw = dict(step=pint.Euler(1), tol=1e-10, initial=pint.Extrapolate())
+    diagonal = pint.picard(lambda t, y: lam * y, torch.ones(3, dtype=F64), t,
+                           jacobian=pint.DiagonalSecant(), **kw)
+    scalar = pint.picard(lambda t, y: lam * y, torch.ones(3, dtype=F64), t,
+                         jacobian=pint.Secant(), **kw)
+    exact = (1 + lam / 40) ** torch.arange(41, dtype=F64)[:, None]
+    torch.testing.assert_close(diagonal.ys, exact, rtol=0, atol=1e-9)
+    assert diagonal.iterations <= 5 < scalar.iterations
+
+
+@pytest.mark.parametrize("problem", [oscillator, pendulum], ids=["oscillator", "pendulum"])
+def test_anderson_accelerates_picard(problem):
+    t = torch.linspace(0, 6, 61, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    serial = pint.serial(problem, y0, t, method=pint.RK4(1))
+    kw = dict(step=pint.RK4(1), tol=1e-8, initial=pint.Extrapolate())
+    plain = pint.picard(problem, y0, t, **kw)
+    anderson = pint.picard(problem, y0, t, jacobian=pint.Anderson(), **kw)
+    assert anderson.converged and anderson.iterations < plain.iterations * 3 / 4
+    assert float((anderson.ys - serial.ys).abs().max()) <= 1e-7
+
+
+@pytest.mark.parametrize(("build", "error", "message"), [
+    (lambda: pint.Anderson(depth=0), ValueError, "Anderson's depth must be"),
+    (lambda: pint.Anderson(pint.Anderson()), TypeError, "Anderson's base must be"),
+    (lambda: pint.Anderson(regularization=-1.0), ValueError, "regularization must be"),
+    (lambda: pint.DiagonalSecant(floor=0.0), ValueError, "floor must be"),
+])
+def test_bad_strategy_arguments(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
 def test_extrapolated_stop_error_is_within_tolerance():
     t = torch.linspace(0, 4, 81, dtype=F64)
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
@@ -78,6 +179,51 @@ def test_extrapolated_stop_error_is_within_tolerance():
                           stop=pint.Extrapolated(), initial=pint.Extrapolate())
         assert sol.converged
         assert float((sol.ys - serial.ys).abs().max()) <= 10 * tol
+
+
+@given(rho=st.floats(0.01, 0.95), first=st.floats(1e-3, 10.0), safety=st.floats(1.0, 8.0),
+       tol=st.floats(1e-8, 1e-1))
+@settings(max_examples=60, deadline=None)
+def test_extrapolated_stop_on_a_geometric_sequence(rho, first, safety, tol):
+    """Residuals f_k = first * rho^k of a linear contraction leave exactly
+    f_k rho / (1 - rho) (the sum of the later ones): for ratios it trusts (at least
+    ``fastest``) the rule stops exactly when safety times that remaining error is within tol;
+    for faster ones it is conservative (it stops only when that holds)."""
+    residual = torch.tensor([first * rho], dtype=F64)
+    previous = torch.tensor([first], dtype=F64)
+    remaining = first * rho * rho / (1 - rho)
+    rule = pint.Extrapolated(safety)
+    stops = bool(rule(residual, previous, tol)[0])
+    if stops:
+        assert safety * remaining <= tol * (1 + 1e-9)
+    elif rho >= rule.fastest:
+        assert safety * remaining >= tol * (1 - 1e-9)
+
+
+def test_extrapolated_stop_ignores_a_drop_after_growth():
+    """Picard iterations on Lorenz over a long span: the residuals grow to 2e84, then drop
+    to 2e5 (ratio 1e-79); the error is still of order one, so the rule must not stop."""
+    rule = pint.Extrapolated()
+    assert not bool(rule(torch.tensor([1.8e5], dtype=F64), torch.tensor([2.2e84], dtype=F64),
+                         1e-6)[0])
+    t = torch.linspace(0, 0.5, 101, dtype=F64)
+    lorenz = pint.problems.lorenz()
+    serial = pint.serial(lorenz.f, lorenz.y0, t, method=pint.RK4(1), vectorized=True)
+    sol = pint.picard(lorenz.f, lorenz.y0, t, step=pint.RK4(1), tol=1e-6, vectorized=True,
+                      stop=pint.Extrapolated())
+    assert sol.converged and float((sol.ys - serial.ys).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("safety", [0.5, math.nan, math.inf, True, "2"])
+def test_extrapolated_safety_must_be_at_least_one(safety):
+    with pytest.raises(ValueError, match="Extrapolated's safety must be"):
+        pint.Extrapolated(safety)
+
+
+@pytest.mark.parametrize("fastest", [-0.1, 1.0, math.nan, True])
+def test_extrapolated_fastest_must_be_a_ratio(fastest):
+    with pytest.raises(ValueError, match="Extrapolated's fastest must be"):
+        pint.Extrapolated(fastest=fastest)
 
 
 def test_depth_is_one_round_per_iteration_plus_the_initial_evaluation():
@@ -90,7 +236,9 @@ def test_depth_is_one_round_per_iteration_plus_the_initial_evaluation():
         assert sol.stats.evaluations["step"] == 4 * (10 + 9 + 8 + 7 + 6)
 
 
-def test_sliding_window_and_independent_problems():
+@pytest.mark.parametrize("jacobian", [pint.Secant(), pint.DiagonalSecant(),
+                                      pint.Anderson(pint.Secant())], ids=repr)
+def test_sliding_window_and_independent_problems(jacobian):
     t = torch.linspace(0, 2, 31, dtype=F64)
     y0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=F64)
 
@@ -100,9 +248,30 @@ def test_sliding_window_and_independent_problems():
     serial = torch.stack([pint.serial(lambda t, y, i=i: -y * (1 + i), y0[i], t,
                                       method=pint.Euler(1)).ys for i in range(3)], 1)
     sol = pint.picard(f, y0, t, step=pint.Euler(1), window=8, tol=1e-12,
-                      jacobian=pint.Secant(), vectorized=True, independent=True)
+                      jacobian=jacobian, vectorized=True, independent=True)
     torch.testing.assert_close(sol.ys, serial, rtol=0, atol=1e-10)
     assert sol.sample_iterations.shape == (3,)
+
+
+def test_freeze_with_stop_on_independent_problems():
+    """Problems that converge at different rates leave one by one while the window is
+    shared: each keeps its own last residual for the extrapolated stop."""
+    t = torch.linspace(0, 2, 41, dtype=F64)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 1.0], [2.0, -1.0]], dtype=F64)
+    speeds = torch.tensor([1.0, 2.0, 4.0], dtype=F64)
+
+    def f(t, y, index):
+        w = speeds.to(y)[index][:, None]
+        return torch.stack([w[:, 0] * y[:, 1], -w[:, 0] * y[:, 0]], 1)
+
+    serial = torch.stack([pint.serial(lambda t, y, i=i: f(t, y[None], torch.tensor([i]))[0],
+                                      y0[i], t, method=pint.RK4(1)).ys for i in range(3)], 1)
+    sol = pint.picard(f, y0, t, step=pint.RK4(1), window=15, tol=1e-8,
+                      jacobian=pint.Secant(), initial=pint.Extrapolate(),
+                      acceptance=pint.Freeze(tol=1e-12, stop=True), stop=pint.Extrapolated(),
+                      vectorized=True, independent=True)
+    assert sol.converged
+    torch.testing.assert_close(sol.ys, serial, rtol=0, atol=1e-7)
 
 
 def test_max_batch_gives_the_same_solution():

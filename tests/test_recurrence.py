@@ -41,3 +41,15 @@ def test_solve_picks_a_way_by_device_and_keeps_shape_and_dtype(device):
     d = recurrence.solve(a, c)
     assert d.shape == c.shape and d.dtype == c.dtype and d.device == c.device
     torch.testing.assert_close(d[:, 0, 0].cpu(), torch.tensor([2 - 0.5**j for j in range(9)]))
+
+
+def test_gradients_flow_through_both_ways():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(13, 2, 1, dtype=torch.float64, generator=g).requires_grad_()
+    c = torch.randn(13, 2, 3, dtype=torch.float64, generator=g).requires_grad_()
+    weights = torch.randn(13, 2, 3, dtype=torch.float64, generator=g)
+    expected = torch.autograd.grad((written_out(a, c) * weights).sum(), (a, c))
+    for way in (recurrence.sequential, recurrence.parallel):
+        got = torch.autograd.grad((way(a, c) * weights).sum(), (a, c))
+        for x, y in zip(got, expected, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)

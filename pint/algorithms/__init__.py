@@ -12,7 +12,9 @@ from .driver import Extrapolated, InstabilityWarning, StopRule, Tolerance
 from .mgrit import FCFRelaxation, FCycle, FRelaxation, VCycle, mgrit
 from .parareal import parareal, predicted_depth
 from .picard import (
+    Anderson,
     Constant,
+    DiagonalSecant,
     ExactFront,
     Extrapolate,
     Freeze,
@@ -23,7 +25,9 @@ from .picard import (
 from .serial import serial
 
 __all__ = [
+    "Anderson",
     "Constant",
+    "DiagonalSecant",
     "ExactFront",
     "Extrapolate",
     "Extrapolated",

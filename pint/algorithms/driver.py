@@ -75,15 +75,39 @@ class Extrapolated:
     ``rho < 1`` and that bound is at most ``tol`` (or the residual is exactly 0). Safer than
     :class:`Tolerance` on slowly contracting iterations, and it stops an iteration earlier on
     fast ones.
+
+    The bound is an estimate (the contraction may slow down after it was measured): with
+    ``safety`` ``s`` the problem stops only when ``s`` times the bound is at most ``tol``. A
+    ratio below ``fastest`` counts as ``fastest``: a residual that drops by orders of magnitude
+    after growing (a transient of Picard iterations on a chaotic problem: 2e84 then 2e5) is
+    not a contraction to extrapolate from.
+
+    Args:
+        safety: the factor on the extrapolated error (default 1), at least 1.
+        fastest: the fastest contraction ratio trusted, in ``[0, 1)`` (default 0.05: the
+            problem stops only once its residual is within about ``20 tol / safety``).
     """
 
+    def __init__(self, safety: float = 1.0, fastest: float = 0.05) -> None:
+        if isinstance(safety, bool) or not isinstance(safety, int | float) or not (
+                1 <= safety < math.inf):
+            raise ValueError(f"Extrapolated's safety must be a finite number >= 1, got "
+                             f"{safety!r}")
+        if isinstance(fastest, bool) or not isinstance(fastest, int | float) or not (
+                0 <= fastest < 1):
+            raise ValueError(f"Extrapolated's fastest must be a number in [0, 1), got "
+                             f"{fastest!r}")
+        self.safety, self.fastest = float(safety), float(fastest)
+
     def __repr__(self) -> str:
-        return "Extrapolated()"
+        return "Extrapolated()" if self.safety == 1 else f"Extrapolated(safety={self.safety:g})"
 
     def __call__(self, residual: Tensor, previous: Tensor, tol: float) -> Tensor:
-        """``rho < 1`` and ``residual * rho / (1 - rho) <= tol``."""
+        """``rho < 1`` and ``safety * residual * r / (1 - r) <= tol``, ``r = max(rho,
+        fastest)``."""
         rho = residual / previous
-        bound = residual * rho / (1 - rho)
+        trusted = rho.clamp(min=self.fastest)
+        bound = self.safety * residual * trusted / (1 - trusted)
         contracting = (rho < 1) & (bound <= tol)
         return (residual == 0) | torch.nan_to_num(contracting.to(torch.bool), nan=0.0).bool()
 

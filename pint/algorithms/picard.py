@@ -12,15 +12,20 @@ Jacobian of ``Phi_j`` is Newton's method (DEER), and a secant estimate of it in 
 quasi-Newton method (:class:`Secant`). Whatever ``A_j``, the front ``X'_{b+1} = Phi_b(X_b)`` is
 exact, so the iteration never needs more than ``N`` rounds and equals :func:`pint.serial` then.
 
-Strategies, each an object: the Jacobian model (:class:`Identity`, :class:`Secant`), the initial
-guess (:class:`Constant`, :class:`Extrapolate`), the acceptance rule (:class:`ExactFront`:
-only the exact front is final and the problems stop by the stopping rule on the whole change;
+Strategies, each an object: the Jacobian model (:class:`Identity`; :class:`Secant`, one
+factor per step and problem; :class:`DiagonalSecant`, one per state component;
+:class:`Anderson`, triangular Anderson acceleration of any of them, after ParaTAA), the
+initial guess (:class:`Constant`, :class:`Extrapolate`, which with a sliding window also
+re-predicts the points beyond the window), the acceptance rule (:class:`ExactFront`: only the
+exact front is final and the problems stop by the stopping rule on the whole change;
 :class:`Freeze`: ParaDiGMS's acceptance of every front point whose change is below a tolerance,
-cheaper on smooth flows but able to lock in wrong states on expanding ones).
+cheaper on smooth flows but able to lock in wrong states on expanding ones; ``stop=True``
+adds the stopping rule once the window reaches the end).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -31,12 +36,15 @@ from torch import Tensor
 from ..engine import Engine, Propagation, Request, Task
 from ..propagators import Propagator, propagation
 from ..solution import Solution
+from . import recurrence
 from .driver import Callback, Iterations, Norm, StopRule, Tolerance, check_options, vectorize
 from .parareal import check_propagators
 
 __all__ = [
     "Acceptance",
+    "Anderson",
     "Constant",
+    "DiagonalSecant",
     "ExactFront",
     "Extrapolate",
     "Freeze",
@@ -55,7 +63,14 @@ points' times ``(P,)``, to one value per point and problem, ``(P, S)``."""
 # -- Jacobian models -----------------------------------------------------------------------
 @runtime_checkable
 class JacobianModel(Protocol):
-    """The factor ``A_j`` of the linearised recurrence, one scalar per step and problem."""
+    """The factor ``A_j`` of the linearised recurrence, one scalar per step and problem.
+
+    Optional members: ``learns = False`` (no history needed, as :class:`Identity`);
+    ``elementwise = True`` with ``estimate_elementwise(j, dphi, dx, seen, current)``: one
+    factor per state component (:class:`DiagonalSecant`); ``mixer()``: a fresh object whose
+    ``mix(x, g, members, batch, b, e)`` rewrites each iteration's update ``g`` of the iterate
+    ``x`` (:class:`Anderson`).
+    """
 
     def prior(self, t: Tensor) -> Tensor:
         """``A_j`` before any history, shape ``(N,)``, for the grid ``t``."""
@@ -113,6 +128,10 @@ class Secant:
             raise ValueError("Secant's prior must be finite")
         return values
 
+    def diagonal(self, floor: float = 0.1) -> DiagonalSecant:
+        """The :class:`DiagonalSecant` with this prior and these bounds."""
+        return DiagonalSecant(self._prior, self.lower, self.upper, floor=floor)
+
     def estimate(self, j: Tensor, dphi_dx: Tensor, dx_dx: Tensor, current: Tensor) -> Tensor:
         """The clipped secant where ``dX != 0``, else the current factor."""
         known = dx_dx > 0
@@ -131,11 +150,175 @@ def _at(bound: float | Tensor, j: Tensor, like: Tensor) -> Tensor:
     return torch.as_tensor(bound, dtype=like.dtype, device=like.device)
 
 
+class DiagonalSecant(Secant):
+    """A diagonal secant estimate of ``dPhi_j/dx``: one factor per step, problem and state
+    component, ``A_j[i] = dPhi[i] / dX[i]`` from the last two evaluations at step ``j``, where
+    the component changed by more than ``floor`` times the change's RMS; elsewhere the scalar
+    secant :class:`Secant` (the fallback); both clipped to ``[lower_j, upper_j]``.
+
+    A diagonal ``A_j`` models steps whose components evolve at different rates (a
+    diagonal-dominant Jacobian); on a step that mixes components (a denoiser) the
+    componentwise quotients are noisy and the scalar secant is often as good.
+
+    Args:
+        prior, lower, upper: as in :class:`Secant`.
+        floor: the smallest ``|dX[i]| / rms(dX)`` at which the componentwise quotient is used.
+    """
+
+    elementwise = True
+
+    def __init__(self, prior: float | Tensor = 1.0, lower: float | Tensor | None = None,
+                 upper: float | Tensor | None = None, floor: float = 0.1) -> None:
+        super().__init__(prior, lower, upper)
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not floor > 0:
+            raise ValueError(f"DiagonalSecant's floor must be a positive number, got {floor!r}")
+        self.floor = float(floor)
+
+    def __repr__(self) -> str:
+        return "DiagonalSecant()"
+
+    def estimate_elementwise(self, j: Tensor, dphi: Tensor, dx: Tensor, seen: Tensor,
+                             current: Tensor) -> Tensor:
+        """The factors at steps ``j`` (``(P, S, *state)``) from the changes ``dphi``, ``dx``
+        (each ``(P, S, *state)``) where ``seen`` (``(P, S)``); else ``current``."""
+        shape = (*dx.shape[:2], *[1] * (dx.ndim - 2))
+        dx_dx = _state_sum(dx * dx)
+        scalar = super().estimate(j, _state_sum(dphi * dx).double(),
+                                  torch.where(seen, dx_dx.double(), 0),
+                                  _state_sum(current) / current[0, 0].numel())
+        rms = (dx_dx / max(1, dx[0, 0].numel())).sqrt().reshape(shape)
+        usable = (dx.abs() > self.floor * rms) & (rms > 0)
+        value = torch.where(usable, dphi / torch.where(usable, dx, 1),
+                            scalar.to(dx.dtype).reshape(shape))
+        if self.lower is not None:
+            value = torch.maximum(value, _at(self.lower, j, value))
+        if self.upper is not None:
+            value = torch.minimum(value, _at(self.upper, j, value))
+        return torch.where(seen.reshape(shape), value, current)
+
+
+def _state_sum(values: Tensor) -> Tensor:
+    """``(P, S, *state)`` summed over the state: ``(P, S)`` (a state may have no axis: a
+    ``sum`` over an empty tuple of dimensions would sum everything)."""
+    return values.reshape(*values.shape[:2], -1).sum(2)
+
+
+class Anderson:
+    """Triangular Anderson acceleration of a Picard-family iteration, after ParaTAA (Tang,
+    Tang, Luo, Wang & Chang, *Accelerating Parallel Sampling of Diffusion Models*, ICML 2024).
+
+    The iteration is a fixed-point map ``G`` of the whole trajectory (``G(X)`` the update of
+    :func:`picard` with the ``base`` Jacobian model: Picard's cumulative sum for
+    :class:`Identity`). Anderson mixing replaces ``G(X_k)`` by ``G(X_k) - dG gamma``, with
+    ``dG``, ``dR`` the differences of the last ``depth`` values of ``G`` and of the residual
+    ``R = G(X) - X``, and ``gamma`` the least-squares fit of ``R_k`` by ``dR``. *Triangular*:
+    the trajectory's map is lower triangular (point ``j`` depends only on the points before
+    it), so each point ``t`` fits its own ``gamma_t`` on the residuals of the points up to
+    ``t`` only. The exact front and the point after it take the plain update, so the prefix
+    stays exact and the result equals :func:`pint.serial` at full iterations.
+
+    Args:
+        base: the Jacobian model of the map being accelerated (default :class:`Identity`).
+        depth: how many past differences the fit uses (``m``; default 3).
+        regularization: Tikhonov weight of the fit, relative to its Gram matrix's trace.
+    """
+
+    def __init__(self, base: JacobianModel | None = None, depth: int = 3,
+                 regularization: float = 1e-8) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"Anderson's depth must be a positive integer, got {depth!r}")
+        if isinstance(base, Anderson) or not isinstance(base, JacobianModel | None):
+            raise TypeError(f"Anderson's base must be a JacobianModel other than Anderson, "
+                            f"got {base!r}")
+        if not (isinstance(regularization, int | float) and regularization >= 0):
+            raise ValueError(f"Anderson's regularization must be a number >= 0, got "
+                             f"{regularization!r}")
+        self.base = Identity() if base is None else base
+        self.depth, self.regularization = depth, float(regularization)
+        self.learns = bool(getattr(self.base, "learns", True))
+        self.elementwise = bool(getattr(self.base, "elementwise", False))
+
+    def __repr__(self) -> str:
+        return f"Anderson(base={self.base!r}, depth={self.depth})"
+
+    def prior(self, t: Tensor) -> Tensor:
+        """The base model's prior."""
+        return self.base.prior(t)
+
+    def estimate(self, j: Tensor, dphi_dx: Tensor, dx_dx: Tensor, current: Tensor) -> Tensor:
+        """The base model's estimate."""
+        return self.base.estimate(j, dphi_dx, dx_dx, current)
+
+    def estimate_elementwise(self, j: Tensor, dphi: Tensor, dx: Tensor, seen: Tensor,
+                             current: Tensor) -> Tensor:
+        """The base model's elementwise estimate."""
+        return self.base.estimate_elementwise(j, dphi, dx, seen, current)  # type: ignore
+
+    def mixer(self) -> AndersonMixer:
+        """The history of one solve."""
+        return AndersonMixer(self.depth, self.regularization)
+
+
+class AndersonMixer:
+    """The history of one :class:`Anderson`-accelerated solve: the last ``depth + 1`` iterates
+    ``X`` and updates ``G(X)`` of every problem (problems only ever leave the iteration, so
+    the active ones have all of it)."""
+
+    def __init__(self, depth: int, regularization: float) -> None:
+        self.depth, self.regularization = depth, regularization
+        self.xs: list[Tensor] = []  # each (N + 1, B, *state)
+        self.gs: list[Tensor] = []
+
+    def mix(self, x: Tensor, g: Tensor, members: Tensor, batch: int, b: int, e: int) -> Tensor:
+        """The accelerated update: ``g`` with the points ``b + 2 .. e`` mixed, for the problems
+        ``members`` (their rows of the iterate ``x`` and its update ``g``:
+        ``(N + 1, S, *state)``; ``batch`` problems in all)."""
+        history = [(hx[:, members], hg[:, members]) for hx, hg in zip(self.xs, self.gs,
+                                                                       strict=True)]
+        self._remember(x, g, members, batch)
+        out = g.clone()
+        lo = b + 1  # the fit's rows: the window from the point after the exact front
+        if not history or e < lo + 1:
+            return out
+        xs = torch.stack([h[0][lo:e + 1] for h in history] + [x[lo:e + 1]])  # (m+1, P, S, ..)
+        gs = torch.stack([h[1][lo:e + 1] for h in history] + [g[lo:e + 1]])
+        r = gs - xs
+        dr, dg = r[1:] - r[:-1], gs[1:] - gs[:-1]  # (m, P, S, ...)
+        dr_flat = dr.flatten(3).double()
+        # triangular: point t fits on the rows lo..t only, i.e. cumulative Gram sums
+        gram = torch.einsum("ipsd,jpsd->psij", dr_flat, dr_flat).cumsum(0)  # (P, S, m, m)
+        rhs = torch.einsum("ipsd,psd->psi", dr_flat, r[-1].flatten(2).double()).cumsum(0)
+        m = gram.shape[-1]
+        trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+        eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
+        gram = gram + (self.regularization * trace + torch.finfo(gram.dtype).tiny) * eye
+        gamma = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)  # (P, S, m)
+        gamma = torch.nan_to_num(gamma, nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
+        mixed = gs[-1] - torch.einsum("psi,ips...->ps...", gamma, dg)
+        out[lo + 1:e + 1] = mixed[1:]  # the point after the front keeps the exact update
+        return out
+
+    def _remember(self, x: Tensor, g: Tensor, members: Tensor, batch: int) -> None:
+        """Keep ``x`` and ``g`` of the problems ``members`` (the last ``depth + 1``)."""
+        for store, value in ((self.xs, x), (self.gs, g)):
+            full = torch.zeros(value.shape[0], batch, *value.shape[2:], dtype=value.dtype,
+                               device=value.device)
+            full[:, members] = value
+            store.append(full)
+            del store[:-self.depth]
+
+
 # -- initial guesses ---------------------------------------------------------------------
 @runtime_checkable
 class InitialGuess(Protocol):
     """The trajectory the iteration starts from: a generator (like a propagation) that may
-    yield requests and returns the states at every grid point, ``(N + 1, S, *state)``."""
+    yield requests and returns the states at every grid point, ``(N + 1, S, *state)``.
+
+    An initial guess may also define ``ahead(t, end, slope)``: with a sliding window, the
+    states at ``t[1:]`` beyond the window's end (``end``, the state at ``t[0]``; ``slope``
+    the last step's ``(Phi(x) - x) / h``) after every iteration. Without it, the points
+    beyond the window carry the correction of the window's end through the Jacobian model.
+    """
 
     def guess(self, t: Tensor, y0: Tensor) -> Propagation:
         """The initial trajectory for the problems ``y0`` (``(S, *state)``)."""
@@ -157,7 +340,13 @@ class Constant:
 class Extrapolate:
     """One evaluation ``f(t_0, y0)`` and the straight line ``X_j = y0 + (t_j - t_0) f``:
     for a diffusion probability-flow ODE it is DDIM's prediction of every point from the first
-    denoiser output, a far better start than the noise itself."""
+    denoiser output, a far better start than the noise itself.
+
+    With a sliding window, the points beyond the window are guessed again after every
+    iteration (:meth:`ahead`) by the same straight line from the window's end, along the slope
+    of its last step (DDIM's prediction from the latest, least noisy denoiser output), instead
+    of carrying the window end's correction onto the first guess.
+    """
 
     def __repr__(self) -> str:
         return "Extrapolate()"
@@ -165,8 +354,14 @@ class Extrapolate:
     def guess(self, t: Tensor, y0: Tensor) -> Propagation:
         """The tangent line at ``t_0``."""
         slope = yield Request(t[:1].expand(len(y0)), y0)
-        h = (t - t[0]).reshape(-1, 1, *[1] * (y0.ndim - 1))
-        return y0.unsqueeze(0) + h * slope.unsqueeze(0)
+        return self.ahead(t, y0, slope, start=0)
+
+    def ahead(self, t: Tensor, end: Tensor, slope: Tensor, start: int = 1) -> Tensor:
+        """The states at ``t[start:]`` on the line through ``end`` (the state at ``t[0]``,
+        ``(S, *state)``) with ``slope`` (the last step's ``(Phi(x) - x) / h``; ``f`` itself
+        for Euler steps)."""
+        h = (t[start:] - t[0]).reshape(-1, 1, *[1] * (end.ndim - 1))
+        return end.unsqueeze(0) + h * slope.unsqueeze(0)
 
 
 # -- acceptance ------------------------------------------------------------------------
@@ -203,13 +398,19 @@ class Freeze:
         norm: ``norm(change, t)`` per point and problem (see :data:`PointNorm`); default the
             largest absolute entry.
         tol: the acceptance tolerance; default the solver's ``tol``.
+        stop: also stop a problem by the solver's stopping rule on the change of its whole
+            trajectory (as :class:`ExactFront` does) in the iterations whose window reaches the
+            end of the grid, before the front gets there. Default ``False`` (ParaDiGMS).
     """
 
-    def __init__(self, norm: PointNorm | None = None, tol: float | None = None) -> None:
-        self.norm, self.tol = norm, tol
+    def __init__(self, norm: PointNorm | None = None, tol: float | None = None,
+                 stop: bool = False) -> None:
+        if not isinstance(stop, bool):
+            raise TypeError(f"Freeze's stop must be True or False, got {stop!r}")
+        self.norm, self.tol, self.stop = norm, tol, stop
 
     def __repr__(self) -> str:
-        return "Freeze()"
+        return f"Freeze(tol={self.tol!r}, stop={self.stop})"
 
     def errors(self, change: Tensor, t: Tensor) -> Tensor:
         """The worst problem's error at each point, ``(P,)``."""
@@ -265,7 +466,9 @@ def picard(
             ``(N + 1, *state)``, to its residual; default the largest absolute entry.
         stop: the stopping rule on the residual: :class:`pint.Tolerance` (default) or
             :class:`pint.Extrapolated`. Tested only while the window reaches the end of the grid.
-        jacobian: :class:`Identity` (default: Picard) or :class:`Secant` (quasi-Newton).
+        jacobian: :class:`Identity` (default: Picard), :class:`Secant` or
+            :class:`DiagonalSecant` (quasi-Newton), or :class:`Anderson` (triangular Anderson
+            acceleration).
         initial: :class:`Constant` (default) or :class:`Extrapolate`.
         acceptance: :class:`ExactFront` (default) or :class:`Freeze`.
         store_iterates: keep the trajectory after every iteration.
@@ -326,11 +529,20 @@ class Picard:
         self.n = len(t) - 1
         self.batch = iterations.batch
         self.factors = jacobian.prior(t).to(t.device).unsqueeze(1).repeat(1, self.batch)
+        self.elementwise = bool(getattr(jacobian, "elementwise", False))
+        if self.elementwise:  # one factor per state component
+            state = iterations.result.shape[2:]
+            self.factors = self.factors.to(iterations.result.dtype).reshape(
+                *self.factors.shape, *[1] * len(state)).repeat(1, 1, *state)
+        mixer = getattr(jacobian, "mixer", None)
+        self.mixer = None if mixer is None else mixer()
         self.learns = bool(getattr(jacobian, "learns", True))
         self.picard = not self.learns and bool((self.factors == 1).all())  # a cumulative sum
         self.seen_x: Tensor | None = None  # the last evaluated points and their images
         self.seen_phi: Tensor | None = None
         self.seen = torch.zeros(self.n, self.batch, dtype=torch.bool)  # which are known
+        # Freeze(stop=True): the last whole-trajectory residual of each problem
+        self.final = torch.full((self.batch,), math.nan, dtype=torch.float64)
 
     def evaluate(self, propagation: Propagation, label: str, k: int, points: Tensor,
                  problems: Tensor) -> Tensor:
@@ -378,14 +590,26 @@ class Picard:
         if self.learns:
             a = self.learn(b, e, members, x, phi, a)
         new = self.scan(x, phi, a, b, e)
+        if self.mixer is not None:
+            new = self.mixer.mix(x, new, members, self.batch, b, e)
+        ahead = getattr(self.initial, "ahead", None)
+        if e < self.n and ahead is not None:  # re-guess the points beyond the window
+            slope = (phi[-1] - x[e - 1]) / (self.t[e] - self.t[e - 1])
+            new[e + 1:] = ahead(self.t[e:], new[e], slope)
         change = new - x
         window, times = change[b + 1:e + 1], self.t[b + 1:e + 1]
         next_b = min(self.acceptance.advance(window, times, b, self.it.tol), self.n)
         if isinstance(self.acceptance, Freeze):  # stops when the front reaches the end
+            stopping = torch.full((s,), next_b >= self.n)
+            if self.acceptance.stop and e == self.n:  # or by the stopping rule
+                whole = self.it.residual(change)
+                rows = members.cpu()
+                stopping |= self.it.stop(whole, self.final[rows], self.it.tol).cpu()
+                self.final[rows] = whole
             residual = torch.full((s,), float(self.acceptance.errors(window, times).max()),
                                   dtype=torch.float64)
             self.it.decide(k, residual, new, exact=next_b >= self.n and self.it.tol == 0,
-                           stopping=torch.full((s,), next_b >= self.n))
+                           stopping=stopping)
         else:  # the exact front moved by one: the stopping rule decides, on the whole change
             residual = self.it.residual(change) if e == self.n else None
             self.it.decide(k, residual, new, exact=b + 1 >= self.n)
@@ -399,11 +623,14 @@ class Picard:
         seen = self.seen[window][:, members.cpu()].to(x.device)
         dx = x[b:e] - self.seen_x[window][:, members]
         dphi = phi - self.seen_phi[window][:, members]
-        dims = tuple(range(2, x.ndim))
-        dx_dx = torch.where(seen, (dx * dx).sum(dims).double(), 0)
-        dphi_dx = (dphi * dx).sum(dims).double()
         steps = torch.arange(b, e, device=x.device)
-        estimate = self.jacobian.estimate(steps, dphi_dx, dx_dx, a[window])
+        if self.elementwise:
+            estimate = self.jacobian.estimate_elementwise(  # type: ignore[attr-defined]
+                steps, dphi, dx, seen, a[window])
+        else:
+            dx_dx = torch.where(seen, _state_sum(dx * dx).double(), 0)
+            dphi_dx = _state_sum(dphi * dx).double()
+            estimate = self.jacobian.estimate(steps, dphi_dx, dx_dx, a[window])
         a = a.clone()
         a[window] = estimate
         self.factors[window.start:window.stop, members] = estimate
@@ -416,17 +643,17 @@ class Picard:
         """The linearised recurrence from the exact front ``b``: inside the window with the new
         evaluations, beyond it (no evaluation) carrying the correction of the window's end."""
         new = x.clone()
-        shape = (-1, *[1] * (x.ndim - 2))
-        if self.picard:
+        if self.picard:  # a cumulative sum
             new[b + 1:e + 1] = x[b] + (phi - x[b:e]).cumsum(0)
             new[e + 1:] = x[e + 1:] + (new[e] - x[e])
             return new
-        d = torch.zeros_like(x[b])
-        for j in range(b, e):
-            new[j + 1] = phi[j - b] + a[j].to(x.dtype).reshape(shape) * d
-            d = new[j + 1] - x[j + 1]
+        if not self.elementwise:  # one factor per step and problem: broadcast over the state
+            a = a.to(x.dtype).reshape(*a.shape, *[1] * (x.ndim - 2))
+        # the corrections d_{j+1} = a_j d_j + (phi_j - x_{j+1}) from d_b = 0, all at once;
+        # new_{j+1} = phi_j + a_j d_j, so the point after the front is phi_b itself (exact)
+        d = recurrence.solve(a[b:e], phi - x[b + 1:e + 1])
+        new[b + 1] = phi[0]
+        new[b + 2:e + 1] = phi[1:] + a[b + 1:e] * d[:-1]
         if e < self.n:
-            carry = a[e:].to(x.dtype).cumprod(0)
-            carry = carry.reshape(*carry.shape, *[1] * (x.ndim - 2))
-            new[e + 1:] = x[e + 1:] + carry * d
+            new[e + 1:] = x[e + 1:] + a[e:].cumprod(0) * d[-1]
         return new

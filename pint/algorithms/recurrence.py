@@ -16,6 +16,7 @@ cheap, and the sequential loop on the CPU, where the opposite holds.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 __all__ = ["parallel", "sequential", "solve"]
@@ -28,23 +29,25 @@ def sequential(a: Tensor, c: Tensor) -> Tensor:
         a: the factors, ``(W, ...)``, broadcasting against ``c``'s entries.
         c: the increments, ``(W, ...)``.
     """
-    out = c.clone()
+    if len(c) == 0:
+        return c.clone()
+    d, out = c[0], [c[0]]
     for j in range(1, len(c)):
-        out[j] = a[j] * out[j - 1] + c[j]
-    return out
+        d = a[j] * d + c[j]
+        out.append(d)
+    return torch.stack(out)
 
 
 def parallel(a: Tensor, c: Tensor) -> Tensor:
     """:func:`sequential` by a parallel (Hillis-Steele) scan: after the round with shift
     ``s``, entry ``j`` holds the composition of the maps ``j - 2s + 1 .. j``."""
-    out = c.clone()
-    factor = a.expand(len(c), *a.shape[1:]).clone()
+    out, factor = c, a.expand(len(c), *a.shape[1:])
     shift = 1
-    while shift < len(c):
-        out[shift:] = factor[shift:] * out[:-shift] + out[shift:]
-        factor[shift:] = factor[shift:] * factor[:-shift]
+    while shift < len(c):  # out of place: autograd differentiates through every round
+        out = torch.cat([out[:shift], factor[shift:] * out[:-shift] + out[shift:]])
+        factor = torch.cat([factor[:shift], factor[shift:] * factor[:-shift]])
         shift *= 2
-    return out
+    return out.clone() if out is c else out
 
 
 def solve(a: Tensor, c: Tensor) -> Tensor:

@@ -7,8 +7,9 @@ iteration and update the trajectory by the linearised recurrence of :func:`pint.
   Diffusion Models*, NeurIPS 2023; diffusers' ``StableDiffusionParadigmsPipeline``): ``A_j = I``,
   the trajectory starts at the noise, points whose change falls below the tolerance are accepted
   and the window slides past them.
-- :class:`QuasiNewton`: a scalar secant estimate of each step's Jacobian per sample (for the DDIM
-  step ``A_j = r_j + (1 - r_j) c_j``, ``c_j`` the denoiser's slope along the last change), the
+- :class:`QuasiNewton`: a diagonal secant estimate of each step's Jacobian per sample (for the
+  DDIM step ``A_j = r_j + (1 - r_j) c_j``, ``c_j`` the denoiser's slope along the last change,
+  per component where the component changed, else along the whole change), the
   trajectory starts on DDIM's prediction from one evaluation, and a sample stops when the error
   of its final state, extrapolated from the contraction, is below the tolerance: no point is
   ever frozen, so no wrong state is locked in.
@@ -88,14 +89,24 @@ class QuasiNewton(Sampler):
         window: how many steps one iteration evaluates (default all ``N``); a window bounds the
             work per iteration (about ``window`` rows per sample per call) at some extra depth.
             With a window shorter than ``N`` the window slides past its front points once they
-            change by less than ``tol / 10`` (data-scale RMS, for every sample), as ParaDiGMS
-            does with ``tol``; the samples stop when the front reaches the end.
-        tol: a sample stops when its final state's error, extrapolated from the contraction of
-            its RMS changes (:class:`pint.Extrapolated`), is at most ``tol`` (units of ``x``).
-        stop: the stopping rule (default :class:`pint.Extrapolated`).
+            change by less than ``tol / 3`` (data-scale RMS, for every sample), as ParaDiGMS
+            does with ``tol``; the points beyond the window are predicted again after every
+            iteration by DDIM from the window's last denoiser output
+            (:meth:`pint.Extrapolate.ahead`), and a sample stops by the extrapolated stop once
+            the window reaches the last step, or when the front gets there.
+        tol: a sample stops when twice its final state's error, extrapolated from the
+            contraction of its RMS changes (:class:`pint.Extrapolated` with ``safety=2``), is
+            at most ``tol`` (units of ``x``).
+        stop: the stopping rule (default ``pint.Extrapolated(safety=2.0)``).
         max_iters: the most iterations (default ``N``: then the result is exact).
-        jacobian: the Jacobian model; default the secant of the trajectory's stepping
-            (:func:`probability_flow` builds the DDIM one), :class:`pint.Identity` gives Picard.
+        jacobian: the Jacobian model; default the diagonal secant
+            (:meth:`pint.Secant.diagonal`) of the trajectory's stepping
+            (:func:`probability_flow` builds the DDIM one: ``A_j = r_j + (1 - r_j) c_j`` per
+            component, ``c_j`` clipped to ``[0, 1.5]``), or a scalar :class:`pint.Secant` for a
+            stepping without one; :class:`pint.Identity` gives Picard,
+            :class:`pint.Anderson` triangular Anderson acceleration (ParaTAA). The diagonal
+            secant keeps one factor per step, sample and state entry (memory like the
+            trajectory's); ``trajectory.secant`` itself is the scalar one.
         initial: the initial guess; default :class:`pint.Extrapolate` (DDIM's prediction of
             every point from the first model output).
     """
@@ -107,7 +118,7 @@ class QuasiNewton(Sampler):
                  jacobian: pint.algorithms.picard.JacobianModel | None = None,
                  initial: pint.algorithms.picard.InitialGuess | None = None) -> None:
         self.window, self.tol = _window(window), check_tol(tol)
-        self.stop = pint.Extrapolated() if stop is None else stop
+        self.stop = pint.Extrapolated(safety=2.0) if stop is None else stop
         self.max_iters, self.jacobian, self.initial = max_iters, jacobian, initial
 
     def __repr__(self) -> str:
@@ -117,10 +128,12 @@ class QuasiNewton(Sampler):
             max_batch: int | None) -> tuple[pint.Solution, list[int] | None]:
         """:func:`pint.picard` with a secant Jacobian and no freezing."""
         jacobian = self.jacobian
-        if jacobian is None:
-            jacobian = trajectory.secant if trajectory.secant is not None else pint.Secant()
+        if jacobian is None:  # the stepping's own model, per component; else a scalar secant
+            jacobian = (trajectory.secant.diagonal() if trajectory.secant is not None
+                        else pint.Secant())
         sliding = self.window is not None and self.window < trajectory.steps
-        acceptance = pint.Freeze(data_rms(trajectory), tol=self.tol / 10) if sliding else None
+        acceptance = (pint.Freeze(data_rms(trajectory), tol=self.tol / 3, stop=True) if sliding
+                      else None)
         solution = pint.picard(
             trajectory.field, trajectory.y0, trajectory.grid, step=trajectory.fine,
             window=self.window, tol=self.tol, max_iters=self.max_iters, norm=final_rms(trajectory),
