@@ -27,7 +27,8 @@ Example::
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -244,14 +245,22 @@ class Engine:
             return
         self._draining = True
         try:
-            while self._finished:
-                task, value = self._finished.popleft()
-                task.on_done(value)
-        except Exception:
-            self.verify()  # a non-finite evaluation, not what it caused, is the error to report
-            raise
+            with self._reporting_first_cause():
+                while self._finished:
+                    task, value = self._finished.popleft()
+                    task.on_done(value)
         finally:
             self._draining = False
+
+    @contextmanager
+    def _reporting_first_cause(self) -> Iterator[None]:
+        """On an error, a pending non-finite evaluation (its cause, most likely) is raised
+        instead, chained to it."""
+        try:
+            yield
+        except Exception:
+            self.verify()
+            raise
 
     # -- one round ---------------------------------------------------------------------
     def step(self) -> None:
@@ -272,7 +281,7 @@ class Engine:
             self._expect_finite_rows(out, sizes)
         parts = out.split(sizes) if len(sizes) > 1 else (out,)
         still_live = []
-        try:
+        with self._reporting_first_cause():
             for task, part in zip(self.live, parts, strict=True):
                 self.rows[task.label] += len(part)
                 task.evaluations += 1
@@ -281,11 +290,8 @@ class Engine:
                     still_live.append(task)
                 except StopIteration as stop:
                     self._finished.append((task, stop.value))
-            self.live = still_live
-            self._drain()
-        except Exception:
-            self.verify()  # a non-finite evaluation, not what it caused, is the error to report
-            raise
+        self.live = still_live
+        self._drain()
 
     def _evaluate(self, t: Tensor, y: Tensor, index: Tensor | None) -> Tensor:
         """``f`` on all rows, in chunks of at most ``max_batch`` rows."""
