@@ -342,6 +342,11 @@ class DiffusersDenoiser(nn.Module):
         final = torch.as_tensor(sched.final_alpha_cumprod).detach().cpu().to(torch.float64)
         ratio = sched.config.num_train_timesteps // sched.num_inference_steps
         ts = [int(t) for t in timesteps]
+        if ts and not 0 <= min(ts) <= max(ts) < len(abar):
+            raise ValueError(
+                f"num_inference_steps={n_steps}: the scheduler's timesteps run from {min(ts)} "
+                f"to {max(ts)}, outside its {len(abar)} training timesteps (steps_offset="
+                f"{sched.config.get('steps_offset', 0)}); use fewer steps")
         abars = [abar[t] for t in ts]
         for i, t in enumerate(ts):  # DDIMScheduler.step goes from t to t - ratio
             prev = t - ratio

@@ -422,7 +422,7 @@ def test_k_sampling_is_the_installed_k_diffusion_file(k_sampling):
 
 
 @settings(max_examples=40, deadline=None)
-@given(steps=st.integers(1, 1000), dtype=st.sampled_from([torch.float64, torch.float32,
+@given(steps=st.integers(1, 999), dtype=st.sampled_from([torch.float64, torch.float32,
                                                           torch.float16]),
        picks=st.lists(st.floats(0, 1), min_size=1, max_size=8),
        shift=st.sampled_from([0.0, 0.0, 1e-7, 1e-4, -1e-3]))
@@ -447,3 +447,11 @@ def test_sigma_lookup_agrees_with_comparing_every_schedule_point(steps, dtype, p
         with pytest.raises(ValueError, match=reason):
             denoiser._lookup(query)
     assert len(sigmas) == steps + 1
+
+
+def test_a_step_count_whose_timesteps_leave_the_training_range_is_refused():
+    """DDIM with steps_offset=1 at 1000 of 1000 steps would evaluate timestep 1000."""
+    denoiser = DiffusersDenoiser(tiny_class_unet(), _ddim())
+    with pytest.raises(ValueError, match=r"num_inference_steps=1000: .* to 1000, outside its 1000"):
+        denoiser.sigmas(1000)
+    assert len(denoiser.sigmas(999)) == 1000
