@@ -3,6 +3,7 @@ full mode will report (``benchmarks/gpu.py --smoke``)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -102,3 +103,16 @@ def test_sd15_config_has_the_published_size():
     with torch.device("meta"):
         unet = diffusers.UNet2DConditionModel(**gpu.SD15_UNET)
     assert sum(p.numel() for p in unet.parameters()) == 859_520_964
+
+
+def test_parts_are_checked_and_kept_in_order_of_importance():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    assert gpu.parts("dtypes, digits") == ("digits", "dtypes")
+    for bad in ("", "digits,gpu", " , "):
+        with pytest.raises(argparse.ArgumentTypeError, match="comma-separated subset"):
+            gpu.parts(bad)
