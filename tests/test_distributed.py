@@ -134,13 +134,18 @@ def solve_cases(rank, world):
     return out
 
 
-def check_solution(sol, ref):
+def check_solution(sol, ref, fixed_cost=True):
+    """``fixed_cost``: every propagation of one slice costs the same number of evaluations,
+    so that the distributed run, which may waste speculative work but never skips any, makes
+    at least as many (an adaptive solver's cost depends on the state it starts from, and the
+    speculative states depend on the timing of messages)."""
     assert torch.equal(sol.ys, ref.ys)  # bit-equal: same arithmetic, row by row
     assert sol.iterations == ref.iterations
     assert sol.converged == ref.converged
     assert sol.residuals == ref.residuals
     assert sol.stats.predicted_sequential_nfe == ref.stats.predicted_sequential_nfe
-    assert sol.stats.nfe >= ref.stats.nfe  # speculative work may be wasted, never skipped
+    if fixed_cost:
+        assert sol.stats.nfe >= ref.stats.nfe
     if ref.sample_iterations is None:
         assert sol.sample_iterations is None
     else:
@@ -156,7 +161,7 @@ def test_iterates_equal_the_single_process_solver(world, tmp_path):
             if name == "serial":
                 continue
             sol, ref = pair
-            check_solution(sol, ref)
+            check_solution(sol, ref, fixed_cost=name != "torchdiffeq")
             torch.testing.assert_close(sol.ys, first[name][0].ys, rtol=0, atol=0)
     # exactness at N iterations: the result is the serial fine solution
     exact, _ = first["exact"]
