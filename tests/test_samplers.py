@@ -194,3 +194,20 @@ def test_windowed_quasi_newton_slides_and_meets_the_tolerance():
     assert info.converged and bool((rms <= 1e-3).all())
     assert info.sequential_nfe < 60 - 12  # the window slid faster than one step per iteration
     assert info.nfe < 60 * 3 * 12  # never more than a window of rows per sample per call
+
+
+@pytest.mark.parametrize("solver", [Euler(), Heun()], ids=repr)
+def test_serial_callback_names_the_noise_level_of_its_x(solver):
+    """After step ``i`` the serial callback's ``x`` lies at ``sigmas[i + 1]``, and ``sigma`` says
+    so (k-diffusion's convention: ``sigma`` is the noise level of ``x``), not the end of the
+    schedule at every step."""
+    model = ToyDenoiser()
+    sigmas = karras(5)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4)) * 20.0
+    seen = []
+    sample_serial(model, x, sigmas, callback=seen.append, solver=solver, disable=True)
+    assert [s["i"] for s in seen] == list(range(5))
+    for s in seen:
+        assert float(s["sigma"]) == float(s["sigma_hat"]) == float(sigmas[s["i"] + 1])
+        alone = sample_serial(model, x, sigmas[:s["i"] + 2], solver=solver, disable=True)
+        torch.testing.assert_close(s["x"], alone, rtol=0, atol=0)

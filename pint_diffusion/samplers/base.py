@@ -117,8 +117,9 @@ class Progress:
     ``progress(k, ys, residual)`` is a pint callback: it advances the bar, shows the largest
     residual, keeps the samples if ``store`` and calls the user's ``callback`` with
     ``{"x", "i", "sigma", "sigma_hat", "denoised", "residual"}``: the current samples (the
-    final states, which are the sampler's denoised output), the iteration, the last grid point
-    (twice), the samples again and the per-sample residual (NaN where undefined).
+    final states, which are the sampler's denoised output), the iteration, the grid point of
+    ``x`` (twice; the last one, unless ``point`` names another), the samples again and the
+    per-sample residual (NaN where undefined).
     """
 
     def __init__(self, trajectory: Trajectory, total: int, desc: str, disable: bool | None,
@@ -129,7 +130,7 @@ class Progress:
         self.iterates: list[Tensor] | None = [] if store else None
         self.bar = tqdm(total=total, disable=disable, desc=desc, unit="it")
 
-    def __call__(self, k: int, ys: Tensor, residual: Tensor) -> None:
+    def __call__(self, k: int, ys: Tensor, residual: Tensor, point: int = -1) -> None:
         self.bar.update(1)
         finite = residual[~torch.isnan(residual)]
         if len(finite):
@@ -138,8 +139,8 @@ class Progress:
         if self.iterates is not None:
             self.iterates.append(samples.clone())
         if self.callback is not None:
-            last = self.trajectory.grid[-1]
-            self.callback({"x": samples, "i": k, "sigma": last, "sigma_hat": last,
+            at = self.trajectory.grid[point]
+            self.callback({"x": samples, "i": k, "sigma": at, "sigma_hat": at,
                            "denoised": samples, "residual": residual})
 
     def close(self) -> None:
