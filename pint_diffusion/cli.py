@@ -216,14 +216,33 @@ def _sweep_entry(text: str) -> tuple[int, list[int]]:
     return entry
 
 
+class _PipelineDefault:
+    """The pipelines' default sampler for the scheduler (:func:`pint_diffusion.pipelines.
+    default_sampler`: quasi-Newton, or SRDS for schedulers with history) with the command's
+    ``--blocks`` and ``--tol``."""
+
+    def __init__(self, blocks: int | None, tol: float) -> None:
+        self.blocks, self.tol = blocks, tol
+
+    def solve(self, trajectory: Any, **kwargs: Any) -> Any:
+        from . import SRDS, QuasiNewton
+        from .pipelines import default_sampler
+
+        sampler = (QuasiNewton(window=self.blocks, tol=self.tol)
+                   if isinstance(default_sampler(trajectory), QuasiNewton)
+                   else SRDS(blocks=self.blocks, tol=self.tol))
+        return sampler.solve(trajectory, **kwargs)
+
+
 def _sampler(args: argparse.Namespace) -> Any:
     """The sampler object ``--sampler`` names, with its options (``--blocks`` is SRDS's block
     count, or the window of Picard and quasi-Newton). Without ``--sampler``: quasi-Newton for
-    the bundled model, ``None`` (the pipeline's default for its scheduler) for a folder."""
+    the bundled model, the pipeline's default for its scheduler for a folder (with the same
+    options)."""
     from . import SRDS, Picard, QuasiNewton, Serial
 
     if args.sampler is None and args.model != "bundled":
-        return None
+        return _PipelineDefault(args.blocks, args.tol)
     if args.sampler == "serial":
         return Serial()
     if args.sampler == "picard":

@@ -316,3 +316,18 @@ def test_model_path_runs_every_sampler_and_scheduler(sd_folder, tmp_path, capsys
                  "--num", "1", "--out", str(out), "--quiet", *argv]) == 0
     assert capsys.readouterr().out.startswith(ran)
     Image.open(out).verify()
+
+
+@pytest.mark.parametrize(("argv", "ran"), [
+    ([], "QuasiNewton(window=2, tol=0)"),
+    (["--scheduler", "DPMSolverMultistepScheduler"], "SRDS(blocks=2, tol=0)"),
+])
+def test_model_path_default_sampler_honours_tol_and_blocks(sd_folder, tmp_path, capsys, argv,
+                                                           ran):
+    """Without --sampler the pipeline's default sampler runs, with the --tol and --blocks given
+    (they were silently dropped: the default tolerance and window ran)."""
+    out = tmp_path / "x.png"
+    assert main(["sample", "--model", str(sd_folder), "--prompt", "a cat", "--steps", "4",
+                 "--num", "1", "--out", str(out), "--quiet", "--tol", "0", "--blocks", "2",
+                 *argv]) == 0
+    assert capsys.readouterr().out.startswith(ran + ":")
