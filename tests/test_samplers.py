@@ -211,3 +211,24 @@ def test_serial_callback_names_the_noise_level_of_its_x(solver):
         assert float(s["sigma"]) == float(s["sigma_hat"]) == float(sigmas[s["i"] + 1])
         alone = sample_serial(model, x, sigmas[:s["i"] + 2], solver=solver, disable=True)
         torch.testing.assert_close(s["x"], alone, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sampler", [Serial(), *SAMPLERS], ids=repr)
+def test_named_tuples_in_the_conditioning_follow_each_sample(sampler):
+    """A namedtuple leaf container is rebuilt as its own type (it was called with one generator
+    argument: a raw TypeError from its constructor)."""
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "shift label")
+    model = ToyDenoiser()
+
+    def denoiser(x, sigma, cond):
+        assert isinstance(cond, Pair) and cond.label == "kept"
+        return model(x, sigma, cond.shift)
+
+    sigmas = karras(6)
+    x = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(2)) * 20.0
+    shift = torch.tensor([0.1, -0.2, 0.3])
+    out = sampler.sample(denoiser, x, sigmas, {"cond": Pair(shift, "kept")}, disable=True)
+    expected = sampler.sample(model, x, sigmas, {"cond": shift}, disable=True)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

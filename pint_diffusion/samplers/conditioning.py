@@ -36,7 +36,9 @@ def per_row(value: Any, index: Tensor, batch: int) -> Any:
     if isinstance(value, dict):
         return {key: per_row(item, index, batch) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(per_row(item, index, batch) for item in value)
+        items = [per_row(item, index, batch) for item in value]
+        # a namedtuple's constructor takes its fields as arguments, not one iterable
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     if isinstance(value, Tensor) and value.ndim >= 1:
         if value.shape[0] == batch:
             return value[index.to(value.device)]
