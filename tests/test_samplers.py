@@ -232,3 +232,21 @@ def test_named_tuples_in_the_conditioning_follow_each_sample(sampler):
     out = sampler.sample(denoiser, x, sigmas, {"cond": Pair(shift, "kept")}, disable=True)
     expected = sampler.sample(model, x, sigmas, {"cond": shift}, disable=True)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    (dict(extra_args=[1]), TypeError, "extra_args must be a dict"),
+    (dict(callback=3), TypeError, "callback must be callable"),
+])
+def test_bad_extra_args_and_callback_are_named_before_sampling(kwargs, error, message):
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return ToyDenoiser()(x, sigma)
+
+    for sampler in [Serial(), *SAMPLERS]:
+        with pytest.raises(error, match=message):
+            sampler.sample(model, torch.randn(2, 3, 4, 4) * 20.0, karras(4), disable=True,
+                           **kwargs)
+    assert not calls

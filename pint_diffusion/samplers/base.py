@@ -180,9 +180,13 @@ class Sampler:
         they would have had); it is returned as NaN and listed in ``info.failed``.
 
         Raises:
+            TypeError: ``callback`` is neither callable nor ``None``.
             ValueError: without ``drop_failed``, the model returned a non-finite value (the
                 message names the step, its noise level, the iteration and the samples).
         """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable (it receives a dict) or None, got "
+                            f"{callback!r}")
         batch = trajectory.batch
         keep = torch.arange(batch)
         failed: list[int] = []
