@@ -250,3 +250,30 @@ def test_bad_extra_args_and_callback_are_named_before_sampling(kwargs, error, me
             sampler.sample(model, torch.randn(2, 3, 4, 4) * 20.0, karras(4), disable=True,
                            **kwargs)
     assert not calls
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_a_zero_length_last_step_is_accepted_like_k_diffusion(k_sampling, solver):
+    """``DiffusersDenoiser.sigmas`` ends ``sigmas[-2] == sigmas[-1] > 0`` for DDIM with
+    ``set_alpha_to_one=False, steps_offset=0`` (documented: a step that leaves the state
+    unchanged); every sampler refused its own adapter's schedule as not strictly decreasing."""
+    from diffusers import DDIMScheduler
+
+    from pint_diffusion import DiffusersDenoiser
+    from pint_diffusion.testing import tiny_class_unet
+
+    schedule = DiffusersDenoiser(tiny_class_unet(), DDIMScheduler(
+        set_alpha_to_one=False, steps_offset=0, clip_sample=False)).sigmas(5)
+    assert schedule[-1] == schedule[-2] > 0
+    model = ToyDenoiser()
+    sigmas = torch.cat([karras(6)[:-1], karras(6)[-2:-1]])  # ... 0.02, 0.02
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 20.0
+    reference = getattr(k_sampling, f"sample_{solver}")(model, x, sigmas, disable=True)
+    step = {"euler": Euler, "heun": Heun}[solver]()
+    for sampler in [Serial(), SRDS(tol=0), QuasiNewton(tol=0), Picard(tol=0)]:
+        out = sampler.sample(model, x, sigmas, solver=step, disable=True)
+        torch.testing.assert_close(out, reference, rtol=0, atol=1e-5)
+    for bad in [torch.tensor([2.0, 1.0, 1.0, 0.5]), torch.tensor([2.0, 0.0, 0.0]),
+                torch.tensor([1.0, 1.0])]:
+        with pytest.raises(ValueError, match="strictly decreasing"):
+            sample_serial(model, x, bad, disable=True)

@@ -250,7 +250,10 @@ class Sampler:
             model: a denoiser ``model(x, sigma, **extra_args) -> denoised`` with ``sigma`` of
                 shape ``(rows,)``; it is called with rows of several grid points at once.
             x: the initial noise, already scaled by ``sigmas[0]``; shape ``(B, ...)``.
-            sigmas: the schedule, strictly decreasing, ``N + 1`` values (usually ending in 0).
+            sigmas: the schedule, strictly decreasing, ``N + 1`` values (usually ending in 0);
+                a last step of length 0 (``sigmas[-2] == sigmas[-1] > 0``, as
+                :meth:`~pint_diffusion.DiffusersDenoiser.sigmas` can end) leaves the samples
+                unchanged and is skipped.
             extra_args: keyword arguments for ``model``; every tensor in it (nested in dicts,
                 lists and tuples too) whose leading axis is the batch is split per sample, a
                 leading axis of 1 is shared by all samples.
