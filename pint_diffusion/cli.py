@@ -10,8 +10,9 @@ Picard iterations. Every subcommand has ``--help``.
 Every argument is checked before any model is loaded or any sample drawn, so a typo costs
 no sampling time: counts (``--steps``, ``--num``, ``--blocks``, ``--seeds``) must be
 positive integers, ``--tol`` a finite number >= 0 and ``--guidance`` a finite number;
-``--blocks`` may not exceed ``--steps``, nor ``--steps`` the model's training timesteps;
-``--class`` must be one of the bundled model's classes; ``--model PATH`` must be a diffusers
+``--blocks`` may not exceed ``--steps`` (nor be given to the serial sampler), nor ``--steps``
+the model's training timesteps; ``--class`` must be one of the bundled model's classes
+(``--class`` and ``--solver`` act on the bundled model only); ``--model PATH`` must be a diffusers
 folder; ``--out`` must be an image file name (not a folder) with an extension PIL can write,
 in a folder that exists or can be created and is writable (``demo --out``: a folder). A bad
 argument ends the command with argparse's usage message and exit status 2, never a
@@ -147,6 +148,8 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
         embeds = metadata["unet_config"]["num_class_embeds"]
         num_classes = metadata.get("conditioning", {}).get("num_classes", embeds - 1)
         limit: int | None = metadata["scheduler_config"]["num_train_timesteps"]
+        if args.class_label is None:
+            args.class_label = 0
         if args.prompt is not None:
             errors.append("--prompt needs --model PATH (a Stable Diffusion folder); the bundled "
                           "model is conditioned on --class")
@@ -163,6 +166,12 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
             limit = _pipeline_timesteps(folder)
         if args.prompt is None:
             errors.append("--prompt is required with --model PATH")
+        if args.class_label is not None:
+            errors.append("argument --class: only for the bundled model; a Stable Diffusion "
+                          "folder is conditioned on --prompt")
+        if args.solver is not None:
+            errors.append("argument --solver: only for the bundled model; a Stable Diffusion "
+                          "folder steps with its scheduler (choose one with --scheduler)")
         from .schedulers import TESTED_SCHEDULERS
 
         if args.scheduler is not None and args.scheduler not in TESTED_SCHEDULERS:
@@ -171,7 +180,9 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
     if limit is not None and args.steps > limit:
         errors.append(f"argument --steps: {args.steps} exceeds the model's {limit} training "
                       "timesteps")
-    if args.blocks is not None and args.blocks > args.steps:
+    if args.blocks is not None and args.sampler == "serial":
+        errors.append("argument --blocks: the serial sampler has no blocks or window")
+    elif args.blocks is not None and args.blocks > args.steps:
         what = "blocks" if args.sampler == "srds" else "window"
         errors.append(f"argument --blocks: the {what} ({args.blocks}) cannot exceed --steps "
                       f"({args.steps})")
@@ -216,14 +227,33 @@ def _sweep_entry(text: str) -> tuple[int, list[int]]:
     return entry
 
 
+class _PipelineDefault:
+    """The pipelines' default sampler for the scheduler (:func:`pint_diffusion.pipelines.
+    default_sampler`: quasi-Newton, or SRDS for schedulers with history) with the command's
+    ``--blocks`` and ``--tol``."""
+
+    def __init__(self, blocks: int | None, tol: float) -> None:
+        self.blocks, self.tol = blocks, tol
+
+    def solve(self, trajectory: Any, **kwargs: Any) -> Any:
+        from . import SRDS, QuasiNewton
+        from .pipelines import default_sampler
+
+        sampler = (QuasiNewton(window=self.blocks, tol=self.tol)
+                   if isinstance(default_sampler(trajectory), QuasiNewton)
+                   else SRDS(blocks=self.blocks, tol=self.tol))
+        return sampler.solve(trajectory, **kwargs)
+
+
 def _sampler(args: argparse.Namespace) -> Any:
     """The sampler object ``--sampler`` names, with its options (``--blocks`` is SRDS's block
     count, or the window of Picard and quasi-Newton). Without ``--sampler``: quasi-Newton for
-    the bundled model, ``None`` (the pipeline's default for its scheduler) for a folder."""
+    the bundled model, the pipeline's default for its scheduler for a folder (with the same
+    options)."""
     from . import SRDS, Picard, QuasiNewton, Serial
 
     if args.sampler is None and args.model != "bundled":
-        return None
+        return _PipelineDefault(args.blocks, args.tol)
     if args.sampler == "serial":
         return Serial()
     if args.sampler == "picard":
@@ -378,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Stable Diffusion folder (--model PATH, by --prompt).")
     sample.add_argument("--model", default="bundled",
                         help="'bundled' (default) or a local diffusers Stable Diffusion folder")
-    sample.add_argument("--class", dest="class_label", type=non_negative_int, default=0,
-                        help="digit class for the bundled model")
+    sample.add_argument("--class", dest="class_label", type=non_negative_int, default=None,
+                        help="digit class for the bundled model (default 0)")
     sample.add_argument("--prompt", help="text prompt for a Stable Diffusion folder")
     sample.add_argument("--num", type=positive_int, default=None,
                         help=f"number of samples (default {DEFAULT_NUM['bundled']} for the "
@@ -394,11 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--scheduler", default=None,
                         help="with --model PATH: a diffusers scheduler class to sample with "
                              "instead of the folder's (e.g. DPMSolverMultistepScheduler)")
-    sample.add_argument("--solver", choices=["euler", "heun"], default="euler",
-                        help="step rule (euler = DDIM)")
+    sample.add_argument("--solver", choices=["euler", "heun"], default=None,
+                        help="step rule for the bundled model (default euler = DDIM)")
     sample.add_argument("--blocks", type=positive_int, default=None,
-                        help="SRDS blocks (quasi-newton, picard: window), at most --steps; "
-                             "default 2 sqrt(steps) (window: all)")
+                        help="SRDS blocks (quasi-newton, picard: window; serial: none), at "
+                             "most --steps; default 2 sqrt(steps) (window: all)")
     sample.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
                         help="tolerance (a finite number >= 0)")
     sample.add_argument("--seed", type=_seed, default=0, help="seed of the initial noise")

@@ -316,3 +316,38 @@ def test_model_path_runs_every_sampler_and_scheduler(sd_folder, tmp_path, capsys
                  "--num", "1", "--out", str(out), "--quiet", *argv]) == 0
     assert capsys.readouterr().out.startswith(ran)
     Image.open(out).verify()
+
+
+@pytest.mark.parametrize(("argv", "ran"), [
+    ([], "QuasiNewton(window=2, tol=0)"),
+    (["--scheduler", "DPMSolverMultistepScheduler"], "SRDS(blocks=2, tol=0)"),
+])
+def test_model_path_default_sampler_honours_tol_and_blocks(sd_folder, tmp_path, capsys, argv,
+                                                           ran):
+    """Without --sampler the pipeline's default sampler runs, with the --tol and --blocks given
+    (they were silently dropped: the default tolerance and window ran)."""
+    out = tmp_path / "x.png"
+    assert main(["sample", "--model", str(sd_folder), "--prompt", "a cat", "--steps", "4",
+                 "--num", "1", "--out", str(out), "--quiet", "--tol", "0", "--blocks", "2",
+                 *argv]) == 0
+    assert capsys.readouterr().out.startswith(ran + ":")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--solver", "heun"], "argument --solver: "),
+    (["--class", "3"], "argument --class: "),
+])
+def test_bundled_only_options_are_refused_with_model_path(sd_folder, tmp_path, capsys, argv,
+                                                          message):
+    """--solver and --class act on the bundled model only; with --model PATH they were silently
+    ignored (the pipeline steps with its scheduler and is conditioned on --prompt)."""
+    err = _usage_error(["sample", "--model", str(sd_folder), "--prompt", "a cat", "--out",
+                        str(tmp_path / "x.png"), *argv], capsys)
+    assert message in err
+
+
+def test_blocks_are_refused_for_the_serial_sampler(tmp_path, capsys, no_model_work):
+    """The serial sampler has no blocks or window: --blocks was silently ignored."""
+    err = _usage_error(["sample", "--sampler", "serial", "--blocks", "4", "--out",
+                        str(tmp_path / "x.png")], capsys)
+    assert "argument --blocks: " in err

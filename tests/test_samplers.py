@@ -194,3 +194,86 @@ def test_windowed_quasi_newton_slides_and_meets_the_tolerance():
     assert info.converged and bool((rms <= 1e-3).all())
     assert info.sequential_nfe < 60 - 12  # the window slid faster than one step per iteration
     assert info.nfe < 60 * 3 * 12  # never more than a window of rows per sample per call
+
+
+@pytest.mark.parametrize("solver", [Euler(), Heun()], ids=repr)
+def test_serial_callback_names_the_noise_level_of_its_x(solver):
+    """After step ``i`` the serial callback's ``x`` lies at ``sigmas[i + 1]``, and ``sigma`` says
+    so (k-diffusion's convention: ``sigma`` is the noise level of ``x``), not the end of the
+    schedule at every step."""
+    model = ToyDenoiser()
+    sigmas = karras(5)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4)) * 20.0
+    seen = []
+    sample_serial(model, x, sigmas, callback=seen.append, solver=solver, disable=True)
+    assert [s["i"] for s in seen] == list(range(5))
+    for s in seen:
+        assert float(s["sigma"]) == float(s["sigma_hat"]) == float(sigmas[s["i"] + 1])
+        alone = sample_serial(model, x, sigmas[:s["i"] + 2], solver=solver, disable=True)
+        torch.testing.assert_close(s["x"], alone, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sampler", [Serial(), *SAMPLERS], ids=repr)
+def test_named_tuples_in_the_conditioning_follow_each_sample(sampler):
+    """A namedtuple leaf container is rebuilt as its own type (it was called with one generator
+    argument: a raw TypeError from its constructor)."""
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "shift label")
+    model = ToyDenoiser()
+
+    def denoiser(x, sigma, cond):
+        assert isinstance(cond, Pair) and cond.label == "kept"
+        return model(x, sigma, cond.shift)
+
+    sigmas = karras(6)
+    x = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(2)) * 20.0
+    shift = torch.tensor([0.1, -0.2, 0.3])
+    out = sampler.sample(denoiser, x, sigmas, {"cond": Pair(shift, "kept")}, disable=True)
+    expected = sampler.sample(model, x, sigmas, {"cond": shift}, disable=True)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    (dict(extra_args=[1]), TypeError, "extra_args must be a dict"),
+    (dict(callback=3), TypeError, "callback must be callable"),
+])
+def test_bad_extra_args_and_callback_are_named_before_sampling(kwargs, error, message):
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return ToyDenoiser()(x, sigma)
+
+    for sampler in [Serial(), *SAMPLERS]:
+        with pytest.raises(error, match=message):
+            sampler.sample(model, torch.randn(2, 3, 4, 4) * 20.0, karras(4), disable=True,
+                           **kwargs)
+    assert not calls
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_a_zero_length_last_step_is_accepted_like_k_diffusion(k_sampling, solver):
+    """``DiffusersDenoiser.sigmas`` ends ``sigmas[-2] == sigmas[-1] > 0`` for DDIM with
+    ``set_alpha_to_one=False, steps_offset=0`` (documented: a step that leaves the state
+    unchanged); every sampler refused its own adapter's schedule as not strictly decreasing."""
+    from diffusers import DDIMScheduler
+
+    from pint_diffusion import DiffusersDenoiser
+    from pint_diffusion.testing import tiny_class_unet
+
+    schedule = DiffusersDenoiser(tiny_class_unet(), DDIMScheduler(
+        set_alpha_to_one=False, steps_offset=0, clip_sample=False)).sigmas(5)
+    assert schedule[-1] == schedule[-2] > 0
+    model = ToyDenoiser()
+    sigmas = torch.cat([karras(6)[:-1], karras(6)[-2:-1]])  # ... 0.02, 0.02
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 20.0
+    reference = getattr(k_sampling, f"sample_{solver}")(model, x, sigmas, disable=True)
+    step = {"euler": Euler, "heun": Heun}[solver]()
+    for sampler in [Serial(), SRDS(tol=0), QuasiNewton(tol=0), Picard(tol=0)]:
+        out = sampler.sample(model, x, sigmas, solver=step, disable=True)
+        torch.testing.assert_close(out, reference, rtol=0, atol=1e-5)
+    for bad in [torch.tensor([2.0, 1.0, 1.0, 0.5]), torch.tensor([2.0, 0.0, 0.0]),
+                torch.tensor([1.0, 1.0])]:
+        with pytest.raises(ValueError, match="strictly decreasing"):
+            sample_serial(model, x, bad, disable=True)

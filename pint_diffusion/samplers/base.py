@@ -117,8 +117,9 @@ class Progress:
     ``progress(k, ys, residual)`` is a pint callback: it advances the bar, shows the largest
     residual, keeps the samples if ``store`` and calls the user's ``callback`` with
     ``{"x", "i", "sigma", "sigma_hat", "denoised", "residual"}``: the current samples (the
-    final states, which are the sampler's denoised output), the iteration, the last grid point
-    (twice), the samples again and the per-sample residual (NaN where undefined).
+    final states, which are the sampler's denoised output), the iteration, the grid point of
+    ``x`` (twice; the last one, unless ``point`` names another), the samples again and the
+    per-sample residual (NaN where undefined).
     """
 
     def __init__(self, trajectory: Trajectory, total: int, desc: str, disable: bool | None,
@@ -129,7 +130,7 @@ class Progress:
         self.iterates: list[Tensor] | None = [] if store else None
         self.bar = tqdm(total=total, disable=disable, desc=desc, unit="it")
 
-    def __call__(self, k: int, ys: Tensor, residual: Tensor) -> None:
+    def __call__(self, k: int, ys: Tensor, residual: Tensor, point: int = -1) -> None:
         self.bar.update(1)
         finite = residual[~torch.isnan(residual)]
         if len(finite):
@@ -138,8 +139,8 @@ class Progress:
         if self.iterates is not None:
             self.iterates.append(samples.clone())
         if self.callback is not None:
-            last = self.trajectory.grid[-1]
-            self.callback({"x": samples, "i": k, "sigma": last, "sigma_hat": last,
+            at = self.trajectory.grid[point]
+            self.callback({"x": samples, "i": k, "sigma": at, "sigma_hat": at,
                            "denoised": samples, "residual": residual})
 
     def close(self) -> None:
@@ -179,9 +180,13 @@ class Sampler:
         they would have had); it is returned as NaN and listed in ``info.failed``.
 
         Raises:
+            TypeError: ``callback`` is neither callable nor ``None``.
             ValueError: without ``drop_failed``, the model returned a non-finite value (the
                 message names the step, its noise level, the iteration and the samples).
         """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable (it receives a dict) or None, got "
+                            f"{callback!r}")
         batch = trajectory.batch
         keep = torch.arange(batch)
         failed: list[int] = []
@@ -245,7 +250,10 @@ class Sampler:
             model: a denoiser ``model(x, sigma, **extra_args) -> denoised`` with ``sigma`` of
                 shape ``(rows,)``; it is called with rows of several grid points at once.
             x: the initial noise, already scaled by ``sigmas[0]``; shape ``(B, ...)``.
-            sigmas: the schedule, strictly decreasing, ``N + 1`` values (usually ending in 0).
+            sigmas: the schedule, strictly decreasing, ``N + 1`` values (usually ending in 0);
+                a last step of length 0 (``sigmas[-2] == sigmas[-1] > 0``, as
+                :meth:`~pint_diffusion.DiffusersDenoiser.sigmas` can end) leaves the samples
+                unchanged and is skipped.
             extra_args: keyword arguments for ``model``; every tensor in it (nested in dicts,
                 lists and tuples too) whose leading axis is the batch is split per sample, a
                 leading axis of 1 is shared by all samples.

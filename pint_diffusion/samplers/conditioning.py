@@ -9,7 +9,7 @@ row; a leaf with a leading axis of 1 is shared by every sample; other leaves pas
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor
@@ -36,7 +36,9 @@ def per_row(value: Any, index: Tensor, batch: int) -> Any:
     if isinstance(value, dict):
         return {key: per_row(item, index, batch) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(per_row(item, index, batch) for item in value)
+        items = [per_row(item, index, batch) for item in value]
+        # a namedtuple's constructor takes its fields as arguments, not one iterable
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     if isinstance(value, Tensor) and value.ndim >= 1:
         if value.shape[0] == batch:
             return value[index.to(value.device)]
@@ -50,9 +52,13 @@ def conditioned(model: Callable[..., Tensor], extra_args: dict[str, Any] | None,
     ``extra_args`` taken at the rows' samples ``index``.
 
     Raises:
+        TypeError: ``extra_args`` is neither a mapping nor ``None``.
         ValueError: a tensor leaf whose leading size is neither ``batch`` nor 1 (the message
             names the leaf's path).
     """
+    if extra_args is not None and not isinstance(extra_args, Mapping):
+        raise TypeError(f"extra_args must be a dict of keyword arguments for the model, or None; "
+                        f"got {type(extra_args).__name__}")
     args = dict(extra_args or {})
     for key, value in args.items():
         _check(value, batch, f"extra_args[{key!r}]")

@@ -20,7 +20,8 @@ __all__ = ["Serial", "sample_serial"]
 class Serial(Sampler):
     """The sampler's own steps one after the other: k-diffusion's ``sample_euler`` (DDIM) or
     ``sample_heun``, computed by the same steppers the parallel samplers use. Its callback is
-    called after every step, with ``"i"`` the step."""
+    called after every step, with ``"i"`` the step and ``"sigma"`` the noise level
+    ``sigmas[i + 1]`` the step reached."""
 
     name = "serial"
 
@@ -37,7 +38,7 @@ class Serial(Sampler):
 
         def each_step(n: int, y: Tensor) -> None:
             if progress is not None:
-                progress(n, y.unsqueeze(0), torch.full((len(y),), float("nan")))
+                progress(n, y.unsqueeze(0), torch.full((len(y),), float("nan")), point=n + 1)
 
         solution = pint.serial(trajectory.field, trajectory.y0, trajectory.grid,
                                method=trajectory.fine, vectorized=True, max_batch=max_batch,

@@ -78,7 +78,14 @@ class Trajectory:
 
 
 def check_sigmas(sigmas: Any, x: Any) -> Tensor:
-    """``sigmas`` as a strictly decreasing non-negative tensor like ``x``; ``x`` finite."""
+    """``sigmas`` as a strictly decreasing non-negative tensor like ``x``; ``x`` finite.
+
+    One exception is accepted: a last step of length 0 at a positive noise level
+    (``sigmas[-2] == sigmas[-1] > 0``, which :meth:`pint_diffusion.DiffusersDenoiser.sigmas`
+    returns for DDIM with ``set_alpha_to_one=False`` and a last timestep 0). That step leaves the
+    state unchanged (as in k-diffusion and diffusers), so it is dropped from the returned
+    schedule and costs no evaluation.
+    """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
         raise TypeError("x must be a floating-point tensor with a leading batch axis")
     if x.shape[0] == 0:
@@ -91,6 +98,8 @@ def check_sigmas(sigmas: Any, x: Any) -> Tensor:
     sigmas = sigmas.to(x.device, x.dtype)
     if not bool(torch.isfinite(sigmas).all()) or bool((sigmas < 0).any()):
         raise ValueError("sigmas must be finite and non-negative")
+    if len(sigmas) > 2 and bool(sigmas[-1] == sigmas[-2]) and bool(sigmas[-1] > 0):
+        sigmas = sigmas[:-1]  # a zero-length last step: the identity
     if not bool((sigmas.diff() < 0).all()):
         raise ValueError("sigmas must be strictly decreasing (from noise to data)")
     if not bool(torch.isfinite(x).all()):
