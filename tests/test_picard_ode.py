@@ -300,3 +300,16 @@ def test_bad_input(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         pint.picard(decay, torch.ones(1, dtype=F64), t, **args)
+
+
+@pytest.mark.parametrize("jacobian", JACOBIANS, ids=repr)
+@pytest.mark.parametrize("shape", [(), (2, 3, 2)], ids=["scalar", "3-D"])
+def test_every_strategy_on_scalar_and_3d_states(jacobian, shape):
+    t = torch.linspace(0, 2, 7, dtype=F64)
+    y0 = torch.linspace(0.5, 1.5, math.prod(shape), dtype=F64).reshape(shape)
+    serial = pint.serial(decay, y0, t, method=pint.RK4(1))
+    for window in (None, 3):
+        sol = pint.picard(decay, y0, t, step=pint.RK4(1), tol=0.0, jacobian=jacobian,
+                          window=window)
+        assert sol.ys.shape == (7, *shape)
+        torch.testing.assert_close(sol.ys, serial.ys, rtol=1e-12, atol=1e-12)

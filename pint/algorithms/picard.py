@@ -284,10 +284,12 @@ class AndersonMixer:
         gs = torch.stack([h[1][lo:e + 1] for h in history] + [g[lo:e + 1]])
         r = gs - xs
         dr, dg = r[1:] - r[:-1], gs[1:] - gs[:-1]  # (m, P, S, ...)
-        dr_flat = dr.flatten(3).double()
+        # the state flattened to one axis d (reshape: a scalar state has no axis to flatten)
+        dr_flat = dr.reshape(*dr.shape[:3], -1).double()
+        r_flat = r[-1].reshape(*r.shape[1:3], -1).double()
         # triangular: point t fits on the rows lo..t only, i.e. cumulative Gram sums
         gram = torch.einsum("ipsd,jpsd->psij", dr_flat, dr_flat).cumsum(0)  # (P, S, m, m)
-        rhs = torch.einsum("ipsd,psd->psi", dr_flat, r[-1].flatten(2).double()).cumsum(0)
+        rhs = torch.einsum("ipsd,psd->psi", dr_flat, r_flat).cumsum(0)
         m = gram.shape[-1]
         trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
         eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
