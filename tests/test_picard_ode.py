@@ -164,6 +164,10 @@ def test_anderson_accelerates_picard(problem):
     (lambda: pint.Anderson(pint.Anderson()), TypeError, "Anderson's base must be"),
     (lambda: pint.Anderson(regularization=-1.0), ValueError, "regularization must be"),
     (lambda: pint.DiagonalSecant(floor=0.0), ValueError, "floor must be"),
+    (lambda: pint.Freeze(tol=math.nan), ValueError, "Freeze's tol must be"),
+    (lambda: pint.Freeze(tol=-1e-3), ValueError, "Freeze's tol must be"),
+    (lambda: pint.Freeze(tol="1e-3"), ValueError, "Freeze's tol must be"),
+    (lambda: pint.Freeze(norm="max"), TypeError, "Freeze's norm must be"),
 ])
 def test_bad_strategy_arguments(build, error, message):
     with pytest.raises(error, match=message):
@@ -313,3 +317,12 @@ def test_every_strategy_on_scalar_and_3d_states(jacobian, shape):
                           window=window)
         assert sol.ys.shape == (7, *shape)
         torch.testing.assert_close(sol.ys, serial.ys, rtol=1e-12, atol=1e-12)
+
+
+def test_freeze_with_a_nan_tolerance_does_not_accept_every_point():
+    """Freeze(tol=nan) compared every change with NaN (False), so it accepted the whole window
+    after one iteration and returned the initial guess as converged."""
+    t = torch.linspace(0, 2, 9, dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    with pytest.raises(ValueError, match="Freeze's tol must be a finite number >= 0"):
+        pint.picard(oscillator, y0, t, step=pint.RK4(1), acceptance=pint.Freeze(tol=math.nan))

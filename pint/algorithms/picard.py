@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from numbers import Real
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -409,7 +410,12 @@ class Freeze:
                  stop: bool = False) -> None:
         if not isinstance(stop, bool):
             raise TypeError(f"Freeze's stop must be True or False, got {stop!r}")
-        self.norm, self.tol, self.stop = norm, tol, stop
+        if norm is not None and not callable(norm):
+            raise TypeError(f"Freeze's norm must be callable or None, got {type(norm).__name__}")
+        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, Real) or not (
+                tol >= 0 and math.isfinite(tol))):
+            raise ValueError(f"Freeze's tol must be a finite number >= 0 or None, got {tol!r}")
+        self.norm, self.tol, self.stop = norm, None if tol is None else float(tol), stop
 
     def __repr__(self) -> str:
         return f"Freeze(tol={self.tol!r}, stop={self.stop})"
