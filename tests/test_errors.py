@@ -1,5 +1,7 @@
 """Bad input gets a clear error that names what is wrong."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -89,3 +91,25 @@ def test_unvmappable_f_suggests_vectorized():
     with pytest.raises(RuntimeError) as info:
         pint.parareal(item_based, Y0, T, **OK)
     assert any("vectorized=True" in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_numpy_integers_are_accepted_where_an_integer_is():
+    """docs/reliability.md: NumPy scalars are accepted where a number is. np.int64 for
+    max_batch, steps, window, depth, sweeps or levels gives what the Python int gives."""
+    np = pytest.importorskip("numpy")
+    i = np.int64
+    t = torch.linspace(0, 1, 9, dtype=F64)
+    cases = [
+        lambda n: pint.serial(decay, Y0, t, method=pint.RK4(n(3)), max_batch=n(1)),
+        lambda n: pint.serial(decay, Y0, t, method=pint.BackwardEuler(n(2), max_iters=n(5))),
+        lambda n: pint.parareal(decay, Y0, t, coarse=pint.Euler(n(1)), fine=pint.RK4(n(4)),
+                                max_batch=n(3), max_iters=n(3)),
+        lambda n: pint.picard(decay, Y0, t, step=pint.Heun(n(2)), window=n(4), max_batch=n(5),
+                              jacobian=pint.Anderson(depth=n(2))),
+        lambda n: pint.mgrit(decay, Y0, t, propagator=pint.Midpoint(n(2)), coarsening=n(2),
+                             levels=n(3), relaxation=pint.FCFRelaxation(n(2))),
+    ]
+    for case in cases:
+        expected, got = case(int), case(i)
+        torch.testing.assert_close(got.ys, expected.ys, rtol=0, atol=0)
+        assert got.stats == dataclasses.replace(expected.stats, wall_time=got.stats.wall_time)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from numbers import Real
+from numbers import Integral, Real
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -226,7 +226,7 @@ class Anderson:
 
     def __init__(self, base: JacobianModel | None = None, depth: int = 3,
                  regularization: float = 1e-8) -> None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        if isinstance(depth, bool) or not isinstance(depth, Integral) or depth < 1:
             raise ValueError(f"Anderson's depth must be a positive integer, got {depth!r}")
         if isinstance(base, Anderson) or not isinstance(base, JacobianModel | None):
             raise TypeError(f"Anderson's base must be a JacobianModel other than Anderson, "
@@ -235,7 +235,7 @@ class Anderson:
             raise ValueError(f"Anderson's regularization must be a number >= 0, got "
                              f"{regularization!r}")
         self.base = Identity() if base is None else base
-        self.depth, self.regularization = depth, float(regularization)
+        self.depth, self.regularization = int(depth), float(regularization)
         self.learns = bool(getattr(self.base, "learns", True))
         self.elementwise = bool(getattr(self.base, "elementwise", False))
 
@@ -502,9 +502,10 @@ def picard(
                               independent=independent, limit=max(n, 1))
     check_propagators(step=step)
     window = n if window is None else window
-    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= n:
+    if isinstance(window, bool) or not isinstance(window, Integral) or not 1 <= window <= n:
         raise ValueError(f"window must be an integer in [1, {n}] (the number of intervals), "
                          f"got {window!r}")
+    window = int(window)
     jacobian = Identity() if jacobian is None else jacobian
     initial = Constant() if initial is None else initial
     acceptance = ExactFront() if acceptance is None else acceptance
