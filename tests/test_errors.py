@@ -113,3 +113,10 @@ def test_numpy_integers_are_accepted_where_an_integer_is():
         expected, got = case(int), case(i)
         torch.testing.assert_close(got.ys, expected.ys, rtol=0, atol=0)
         assert got.stats == dataclasses.replace(expected.stats, wall_time=got.stats.wall_time)
+
+
+def test_serial_independent_needs_a_batch_axis():
+    """As parareal and picard: a ValueError naming independent, not len() of a 0-d tensor."""
+    with pytest.raises(ValueError, match="independent=True needs y0 with a leading batch axis"):
+        pint.serial(lambda t, y, i: -y, torch.tensor(1.0, dtype=F64), T, method=pint.RK4(1),
+                    independent=True)

@@ -56,6 +56,8 @@ def serial(
     """
     check_grid(y0, t)
     check_propagators(method=method)
+    if independent and y0.ndim == 0:
+        raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
     start = time.perf_counter()
     engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
     states = y0 if independent else y0.unsqueeze(0)
