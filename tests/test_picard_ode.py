@@ -326,3 +326,17 @@ def test_freeze_with_a_nan_tolerance_does_not_accept_every_point():
     y0 = torch.tensor([1.0, 0.5], dtype=F64)
     with pytest.raises(ValueError, match="Freeze's tol must be a finite number >= 0"):
         pint.picard(oscillator, y0, t, step=pint.RK4(1), acceptance=pint.Freeze(tol=math.nan))
+
+
+@pytest.mark.parametrize("jacobian", [
+    pint.Secant(prior=torch.ones(3, dtype=F64)), pint.Secant(lower=torch.zeros(3, dtype=F64)),
+    pint.Secant(upper=torch.ones(2, 5, dtype=F64)), pint.DiagonalSecant(lower=torch.zeros(3)),
+    pint.Anderson(pint.Secant(upper=torch.ones(11))),
+], ids=repr)
+def test_secant_tensors_must_have_one_value_per_step(jacobian):
+    """A prior or bound tensor of the wrong length is a ValueError naming it, not a raw
+    expand or index error from inside the solve."""
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    with pytest.raises(ValueError, match=r"Secant's (prior|lower|upper) must be a number or "
+                                         r"a tensor of N = 10 values"):
+        pint.picard(decay, torch.ones(2, dtype=F64), t, step=pint.Euler(1), jacobian=jacobian)

@@ -122,7 +122,14 @@ class Secant:
         return "Secant()"
 
     def prior(self, t: Tensor) -> Tensor:
-        """The prior, one value per step."""
+        """The prior, one value per step (checking the prior and the bounds against the
+        ``N = len(t) - 1`` steps)."""
+        n = len(t) - 1
+        for name, value in (("prior", self._prior), ("lower", self.lower),
+                            ("upper", self.upper)):
+            if isinstance(value, Tensor) and value.ndim > 0 and tuple(value.shape) != (n,):
+                raise ValueError(f"Secant's {name} must be a number or a tensor of N = {n} "
+                                 f"values (one per step), got shape {tuple(value.shape)}")
         prior = torch.as_tensor(self._prior, dtype=torch.float64).cpu()
         values = prior.expand(len(t) - 1).clone()
         if not bool(torch.isfinite(values).all()):
