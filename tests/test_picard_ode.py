@@ -340,3 +340,18 @@ def test_secant_tensors_must_have_one_value_per_step(jacobian):
     with pytest.raises(ValueError, match=r"Secant's (prior|lower|upper) must be a number or "
                                          r"a tensor of N = 10 values"):
         pint.picard(decay, torch.ones(2, dtype=F64), t, step=pint.Euler(1), jacobian=jacobian)
+
+
+@pytest.mark.parametrize("initial", INITIALS, ids=repr)
+def test_max_iters_zero_returns_the_initial_guess(initial):
+    """max_iters is the most iterations: 0 runs none (as in parareal and mgrit) and returns
+    the initial guess, not the result of one iteration."""
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    sol = pint.picard(oscillator, y0, t, step=pint.RK4(1), max_iters=0, initial=initial)
+    slope = oscillator(t[0], y0)
+    guess = y0 + (t - t[0])[:, None] * slope if isinstance(initial, pint.Extrapolate) else (
+        y0.expand(11, 2))
+    assert sol.iterations == 0 and not sol.converged and sol.residuals == []
+    assert sol.stats.evaluations.get("step", 0) == 0
+    torch.testing.assert_close(sol.ys, guess, rtol=1e-15, atol=1e-15)

@@ -582,7 +582,7 @@ class Picard:
         self.it.result = x
         b, k = 0, 0
         try:
-            while not self.it.done:
+            while not self.it.done and k < self.it.max_iters:  # max_iters=0: the guess
                 k += 1
                 b = self.iterate(k, b)
         finally:
