@@ -120,3 +120,15 @@ def test_serial_independent_needs_a_batch_axis():
     with pytest.raises(ValueError, match="independent=True needs y0 with a leading batch axis"):
         pint.serial(lambda t, y, i: -y, torch.tensor(1.0, dtype=F64), T, method=pint.RK4(1),
                     independent=True)
+
+
+@pytest.mark.parametrize("solve", [
+    lambda norm: pint.parareal(decay, Y0, T, norm=norm, **OK),
+    lambda norm: pint.picard(decay, Y0, T, step=pint.RK4(1), norm=norm),
+    lambda norm: pint.mgrit(decay, Y0, T, propagator=pint.RK4(1), coarsening=2, norm=norm),
+], ids=["parareal", "picard", "mgrit"])
+def test_a_norm_that_returns_more_than_one_value(solve):
+    """norm must map a change to a scalar; an elementwise one (c.abs()) is a ValueError naming
+    norm, not a raw expand/stack error from inside the solve."""
+    with pytest.raises(ValueError, match=r"norm must return a scalar .* got shape \(.+\)"):
+        solve(lambda change: change.abs())

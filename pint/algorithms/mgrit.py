@@ -53,7 +53,15 @@ from torch import Tensor
 from ..engine import Engine, Location, NonFiniteError, Propagation, Request, Task, VectorField
 from ..propagators import Propagator
 from ..solution import Solution
-from .driver import Callback, Iterations, Norm, Tolerance, check_options, vectorize
+from .driver import (
+    Callback,
+    Iterations,
+    Norm,
+    Tolerance,
+    check_options,
+    scalar_norm,
+    vectorize,
+)
 
 __all__ = ["Cycle", "FCFRelaxation", "FCycle", "FRelaxation", "Relaxation", "VCycle", "mgrit"]
 
@@ -381,8 +389,9 @@ class _MGRIT:
         residual = torch.zeros_like(fine.u)
         c = fine.c_points()
         residual[c] = self.into_c(0) - fine.u[c]
-        value = torch.linalg.vector_norm(residual) if self.norm is None else self.norm(residual)
-        number = float(torch.as_tensor(value))
+        value = torch.linalg.vector_norm(residual) if self.norm is None else scalar_norm(
+            self.norm(residual))
+        number = float(value)
         if not math.isfinite(number):
             bad = ~torch.isfinite(residual.flatten(1)).all(1) | ~torch.isfinite(
                 fine.u.flatten(1)).all(1)
