@@ -1,5 +1,7 @@
 """Bad input gets a clear error that names what is wrong."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -89,3 +91,44 @@ def test_unvmappable_f_suggests_vectorized():
     with pytest.raises(RuntimeError) as info:
         pint.parareal(item_based, Y0, T, **OK)
     assert any("vectorized=True" in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_numpy_integers_are_accepted_where_an_integer_is():
+    """docs/reliability.md: NumPy scalars are accepted where a number is. np.int64 for
+    max_batch, steps, window, depth, sweeps or levels gives what the Python int gives."""
+    np = pytest.importorskip("numpy")
+    i = np.int64
+    t = torch.linspace(0, 1, 9, dtype=F64)
+    cases = [
+        lambda n: pint.serial(decay, Y0, t, method=pint.RK4(n(3)), max_batch=n(1)),
+        lambda n: pint.serial(decay, Y0, t, method=pint.BackwardEuler(n(2), max_iters=n(5))),
+        lambda n: pint.parareal(decay, Y0, t, coarse=pint.Euler(n(1)), fine=pint.RK4(n(4)),
+                                max_batch=n(3), max_iters=n(3)),
+        lambda n: pint.picard(decay, Y0, t, step=pint.Heun(n(2)), window=n(4), max_batch=n(5),
+                              jacobian=pint.Anderson(depth=n(2))),
+        lambda n: pint.mgrit(decay, Y0, t, propagator=pint.Midpoint(n(2)), coarsening=n(2),
+                             levels=n(3), relaxation=pint.FCFRelaxation(n(2))),
+    ]
+    for case in cases:
+        expected, got = case(int), case(i)
+        torch.testing.assert_close(got.ys, expected.ys, rtol=0, atol=0)
+        assert got.stats == dataclasses.replace(expected.stats, wall_time=got.stats.wall_time)
+
+
+def test_serial_independent_needs_a_batch_axis():
+    """As parareal and picard: a ValueError naming independent, not len() of a 0-d tensor."""
+    with pytest.raises(ValueError, match="independent=True needs y0 with a leading batch axis"):
+        pint.serial(lambda t, y, i: -y, torch.tensor(1.0, dtype=F64), T, method=pint.RK4(1),
+                    independent=True)
+
+
+@pytest.mark.parametrize("solve", [
+    lambda norm: pint.parareal(decay, Y0, T, norm=norm, **OK),
+    lambda norm: pint.picard(decay, Y0, T, step=pint.RK4(1), norm=norm),
+    lambda norm: pint.mgrit(decay, Y0, T, propagator=pint.RK4(1), coarsening=2, norm=norm),
+], ids=["parareal", "picard", "mgrit"])
+def test_a_norm_that_returns_more_than_one_value(solve):
+    """norm must map a change to a scalar; an elementwise one (c.abs()) is a ValueError naming
+    norm, not a raw expand/stack error from inside the solve."""
+    with pytest.raises(ValueError, match=r"norm must return a scalar .* got shape \(.+\)"):
+        solve(lambda change: change.abs())

@@ -269,3 +269,23 @@ def test_depth_with_unequal_slices(depths, pipelined, iters):
     reference = pint.serial(lambda t, y: -y, torch.ones(2, dtype=F64), t, method=fine).ys
     if sol.iterations == n:
         torch.testing.assert_close(sol.ys, reference, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_serial_callback_gets_a_copy(independent):
+    """A callback that modifies the state it is given cannot change the result
+    (docs/reliability.md), as with parareal's and picard's callbacks."""
+    t = torch.linspace(0, 2, 5, dtype=F64)
+    y0 = torch.tensor([[1.0, 0.5]], dtype=F64) if independent else torch.tensor([1.0, 0.5],
+                                                                                   dtype=F64)
+    f = (lambda t, y, i: -y) if independent else (lambda t, y: -y)
+    seen = []
+
+    def vandal(n, y):
+        seen.append(y.clone())
+        y.mul_(0.0)
+
+    plain = pint.serial(f, y0, t, method=pint.RK4(4), independent=independent)
+    sol = pint.serial(f, y0, t, method=pint.RK4(4), independent=independent, callback=vandal)
+    torch.testing.assert_close(sol.ys, plain.ys, rtol=0, atol=0)
+    torch.testing.assert_close(torch.stack(seen), plain.ys[1:], rtol=0, atol=0)

@@ -164,6 +164,10 @@ def test_anderson_accelerates_picard(problem):
     (lambda: pint.Anderson(pint.Anderson()), TypeError, "Anderson's base must be"),
     (lambda: pint.Anderson(regularization=-1.0), ValueError, "regularization must be"),
     (lambda: pint.DiagonalSecant(floor=0.0), ValueError, "floor must be"),
+    (lambda: pint.Freeze(tol=math.nan), ValueError, "Freeze's tol must be"),
+    (lambda: pint.Freeze(tol=-1e-3), ValueError, "Freeze's tol must be"),
+    (lambda: pint.Freeze(tol="1e-3"), ValueError, "Freeze's tol must be"),
+    (lambda: pint.Freeze(norm="max"), TypeError, "Freeze's norm must be"),
 ])
 def test_bad_strategy_arguments(build, error, message):
     with pytest.raises(error, match=message):
@@ -300,3 +304,54 @@ def test_bad_input(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         pint.picard(decay, torch.ones(1, dtype=F64), t, **args)
+
+
+@pytest.mark.parametrize("jacobian", JACOBIANS, ids=repr)
+@pytest.mark.parametrize("shape", [(), (2, 3, 2)], ids=["scalar", "3-D"])
+def test_every_strategy_on_scalar_and_3d_states(jacobian, shape):
+    t = torch.linspace(0, 2, 7, dtype=F64)
+    y0 = torch.linspace(0.5, 1.5, math.prod(shape), dtype=F64).reshape(shape)
+    serial = pint.serial(decay, y0, t, method=pint.RK4(1))
+    for window in (None, 3):
+        sol = pint.picard(decay, y0, t, step=pint.RK4(1), tol=0.0, jacobian=jacobian,
+                          window=window)
+        assert sol.ys.shape == (7, *shape)
+        torch.testing.assert_close(sol.ys, serial.ys, rtol=1e-12, atol=1e-12)
+
+
+def test_freeze_with_a_nan_tolerance_does_not_accept_every_point():
+    """Freeze(tol=nan) compared every change with NaN (False), so it accepted the whole window
+    after one iteration and returned the initial guess as converged."""
+    t = torch.linspace(0, 2, 9, dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    with pytest.raises(ValueError, match="Freeze's tol must be a finite number >= 0"):
+        pint.picard(oscillator, y0, t, step=pint.RK4(1), acceptance=pint.Freeze(tol=math.nan))
+
+
+@pytest.mark.parametrize("jacobian", [
+    pint.Secant(prior=torch.ones(3, dtype=F64)), pint.Secant(lower=torch.zeros(3, dtype=F64)),
+    pint.Secant(upper=torch.ones(2, 5, dtype=F64)), pint.DiagonalSecant(lower=torch.zeros(3)),
+    pint.Anderson(pint.Secant(upper=torch.ones(11))),
+], ids=repr)
+def test_secant_tensors_must_have_one_value_per_step(jacobian):
+    """A prior or bound tensor of the wrong length is a ValueError naming it, not a raw
+    expand or index error from inside the solve."""
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    with pytest.raises(ValueError, match=r"Secant's (prior|lower|upper) must be a number or "
+                                         r"a tensor of N = 10 values"):
+        pint.picard(decay, torch.ones(2, dtype=F64), t, step=pint.Euler(1), jacobian=jacobian)
+
+
+@pytest.mark.parametrize("initial", INITIALS, ids=repr)
+def test_max_iters_zero_returns_the_initial_guess(initial):
+    """max_iters is the most iterations: 0 runs none (as in parareal and mgrit) and returns
+    the initial guess, not the result of one iteration."""
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    sol = pint.picard(oscillator, y0, t, step=pint.RK4(1), max_iters=0, initial=initial)
+    slope = oscillator(t[0], y0)
+    guess = y0 + (t - t[0])[:, None] * slope if isinstance(initial, pint.Extrapolate) else (
+        y0.expand(11, 2))
+    assert sol.iterations == 0 and not sol.converged and sol.residuals == []
+    assert sol.stats.evaluations.get("step", 0) == 0
+    torch.testing.assert_close(sol.ys, guess, rtol=1e-15, atol=1e-15)

@@ -167,6 +167,15 @@ def check_options(
     return min(int(max_iters), limit)
 
 
+def scalar_norm(value: object) -> Tensor:
+    """What a user's ``norm`` returned, as a 0-d tensor; a ValueError unless it is one value."""
+    value = torch.as_tensor(value)
+    if value.numel() != 1:
+        raise ValueError(f"norm must return a scalar (one value for the change of one problem), "
+                         f"got shape {tuple(value.shape)}")
+    return value.reshape(())
+
+
 def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"a tensor of dtype {value.dtype}"
@@ -256,7 +265,7 @@ class Iterations:
         if self.norm is None:
             values = change.abs().transpose(0, 1).flatten(1).amax(1)
         else:
-            values = torch.stack([torch.as_tensor(self.norm(change[:, i]))
+            values = torch.stack([scalar_norm(self.norm(change[:, i]))
                                   for i in range(change.shape[1])])
         self.verify()  # a non-finite evaluation is the error to report, not its residual
         values = values.detach().to("cpu", torch.float64)

@@ -45,6 +45,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -52,7 +53,15 @@ from torch import Tensor
 from ..engine import Engine, Location, NonFiniteError, Propagation, Request, Task, VectorField
 from ..propagators import Propagator
 from ..solution import Solution
-from .driver import Callback, Iterations, Norm, Tolerance, check_options, vectorize
+from .driver import (
+    Callback,
+    Iterations,
+    Norm,
+    Tolerance,
+    check_options,
+    scalar_norm,
+    vectorize,
+)
 
 __all__ = ["Cycle", "FCFRelaxation", "FCycle", "FRelaxation", "Relaxation", "VCycle", "mgrit"]
 
@@ -86,9 +95,9 @@ class FCFRelaxation(Relaxation):
     """
 
     def __init__(self, sweeps: int = 1) -> None:
-        if isinstance(sweeps, bool) or not isinstance(sweeps, int) or sweeps < 1:
+        if isinstance(sweeps, bool) or not isinstance(sweeps, Integral) or sweeps < 1:
             raise ValueError(f"sweeps must be a positive integer, got {sweeps!r}")
-        self.cf_sweeps = sweeps
+        self.cf_sweeps = int(sweeps)
 
     def __repr__(self) -> str:
         return f"FCFRelaxation(sweeps={self.cf_sweeps})"
@@ -222,7 +231,7 @@ def mgrit(
 
 # ----------------------------------------------------------------------------- checks
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _factors(coarsening: int | Sequence[int], levels: int | None) -> list[int]:
@@ -237,6 +246,7 @@ def _factors(coarsening: int | Sequence[int], levels: int | None) -> list[int]:
         if not factors or not all(_is_int(m) for m in factors):
             raise ValueError(f"coarsening must be an integer >= 2 or a non-empty list of them, "
                              f"got {coarsening!r}")
+        factors = [int(m) for m in factors]
         if levels is not None and levels != len(factors) + 1:
             raise ValueError(f"coarsening lists {len(factors)} factors, so levels must be "
                              f"{len(factors) + 1} (one factor per coarse level), got {levels}")
@@ -379,8 +389,9 @@ class _MGRIT:
         residual = torch.zeros_like(fine.u)
         c = fine.c_points()
         residual[c] = self.into_c(0) - fine.u[c]
-        value = torch.linalg.vector_norm(residual) if self.norm is None else self.norm(residual)
-        number = float(torch.as_tensor(value))
+        value = torch.linalg.vector_norm(residual) if self.norm is None else scalar_norm(
+            self.norm(residual))
+        number = float(value)
         if not math.isfinite(number):
             bad = ~torch.isfinite(residual.flatten(1)).all(1) | ~torch.isfinite(
                 fine.u.flatten(1)).all(1)

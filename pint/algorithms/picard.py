@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from numbers import Integral, Real
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -121,7 +122,14 @@ class Secant:
         return "Secant()"
 
     def prior(self, t: Tensor) -> Tensor:
-        """The prior, one value per step."""
+        """The prior, one value per step (checking the prior and the bounds against the
+        ``N = len(t) - 1`` steps)."""
+        n = len(t) - 1
+        for name, value in (("prior", self._prior), ("lower", self.lower),
+                            ("upper", self.upper)):
+            if isinstance(value, Tensor) and value.ndim > 0 and tuple(value.shape) != (n,):
+                raise ValueError(f"Secant's {name} must be a number or a tensor of N = {n} "
+                                 f"values (one per step), got shape {tuple(value.shape)}")
         prior = torch.as_tensor(self._prior, dtype=torch.float64).cpu()
         values = prior.expand(len(t) - 1).clone()
         if not bool(torch.isfinite(values).all()):
@@ -225,7 +233,7 @@ class Anderson:
 
     def __init__(self, base: JacobianModel | None = None, depth: int = 3,
                  regularization: float = 1e-8) -> None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        if isinstance(depth, bool) or not isinstance(depth, Integral) or depth < 1:
             raise ValueError(f"Anderson's depth must be a positive integer, got {depth!r}")
         if isinstance(base, Anderson) or not isinstance(base, JacobianModel | None):
             raise TypeError(f"Anderson's base must be a JacobianModel other than Anderson, "
@@ -234,7 +242,7 @@ class Anderson:
             raise ValueError(f"Anderson's regularization must be a number >= 0, got "
                              f"{regularization!r}")
         self.base = Identity() if base is None else base
-        self.depth, self.regularization = depth, float(regularization)
+        self.depth, self.regularization = int(depth), float(regularization)
         self.learns = bool(getattr(self.base, "learns", True))
         self.elementwise = bool(getattr(self.base, "elementwise", False))
 
@@ -284,10 +292,12 @@ class AndersonMixer:
         gs = torch.stack([h[1][lo:e + 1] for h in history] + [g[lo:e + 1]])
         r = gs - xs
         dr, dg = r[1:] - r[:-1], gs[1:] - gs[:-1]  # (m, P, S, ...)
-        dr_flat = dr.flatten(3).double()
+        # the state flattened to one axis d (reshape: a scalar state has no axis to flatten)
+        dr_flat = dr.reshape(*dr.shape[:3], -1).double()
+        r_flat = r[-1].reshape(*r.shape[1:3], -1).double()
         # triangular: point t fits on the rows lo..t only, i.e. cumulative Gram sums
         gram = torch.einsum("ipsd,jpsd->psij", dr_flat, dr_flat).cumsum(0)  # (P, S, m, m)
-        rhs = torch.einsum("ipsd,psd->psi", dr_flat, r[-1].flatten(2).double()).cumsum(0)
+        rhs = torch.einsum("ipsd,psd->psi", dr_flat, r_flat).cumsum(0)
         m = gram.shape[-1]
         trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
         eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
@@ -407,7 +417,12 @@ class Freeze:
                  stop: bool = False) -> None:
         if not isinstance(stop, bool):
             raise TypeError(f"Freeze's stop must be True or False, got {stop!r}")
-        self.norm, self.tol, self.stop = norm, tol, stop
+        if norm is not None and not callable(norm):
+            raise TypeError(f"Freeze's norm must be callable or None, got {type(norm).__name__}")
+        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, Real) or not (
+                tol >= 0 and math.isfinite(tol))):
+            raise ValueError(f"Freeze's tol must be a finite number >= 0 or None, got {tol!r}")
+        self.norm, self.tol, self.stop = norm, None if tol is None else float(tol), stop
 
     def __repr__(self) -> str:
         return f"Freeze(tol={self.tol!r}, stop={self.stop})"
@@ -494,9 +509,10 @@ def picard(
                               independent=independent, limit=max(n, 1))
     check_propagators(step=step)
     window = n if window is None else window
-    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= n:
+    if isinstance(window, bool) or not isinstance(window, Integral) or not 1 <= window <= n:
         raise ValueError(f"window must be an integer in [1, {n}] (the number of intervals), "
                          f"got {window!r}")
+    window = int(window)
     jacobian = Identity() if jacobian is None else jacobian
     initial = Constant() if initial is None else initial
     acceptance = ExactFront() if acceptance is None else acceptance
@@ -566,7 +582,7 @@ class Picard:
         self.it.result = x
         b, k = 0, 0
         try:
-            while not self.it.done:
+            while not self.it.done and k < self.it.max_iters:  # max_iters=0: the guess
                 k += 1
                 b = self.iterate(k, b)
         finally:

@@ -40,8 +40,8 @@ def serial(
         t: the slice boundaries (strictly monotone, same dtype and device as ``y0``).
         method: the propagator, e.g. ``pint.RK4(200)`` for 200 RK4 steps per slice.
         vectorized, max_batch, independent: as in :func:`pint.parareal`.
-        callback: called after each slice ``n`` as ``callback(n, y)`` with the state at
-            ``t[n + 1]``.
+        callback: called after each slice ``n`` as ``callback(n, y)`` with a copy of the state
+            at ``t[n + 1]``.
 
     Returns:
         A :class:`pint.Solution` with ``iterations = 0`` and ``converged = True``.
@@ -56,6 +56,8 @@ def serial(
     """
     check_grid(y0, t)
     check_propagators(method=method)
+    if independent and y0.ndim == 0:
+        raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
     start = time.perf_counter()
     engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
     states = y0 if independent else y0.unsqueeze(0)
@@ -69,7 +71,7 @@ def serial(
         ))
         engine.run()
         if callback is not None:
-            callback(n, ys[-1] if independent else ys[-1][0])
+            callback(n, (ys[-1] if independent else ys[-1][0]).clone())
     engine.verify()
     depths = slice_depths(method, t)
     return Solution(

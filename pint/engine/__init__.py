@@ -30,6 +30,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import NamedTuple
 
 import torch
@@ -174,12 +175,12 @@ class Engine:
     def __init__(self, f: VectorField, *, with_index: bool = False, check_finite: bool = True,
                  max_batch: int | None = None) -> None:
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(
-                max_batch, int) or max_batch < 1):
+                max_batch, Integral) or max_batch < 1):
             raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
         self.f = f
         self.with_index = with_index
         self.check_finite = check_finite
-        self.max_batch = max_batch
+        self.max_batch = None if max_batch is None else int(max_batch)
         self.rounds = 0
         self.calls = 0
         self.rows: Counter[str] = Counter()

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral
 from typing import NoReturn
 
 import torch
@@ -160,7 +161,7 @@ class DIRK:
 
     def __init__(self, tableau: DIRKTableau, steps: int = 1, *, jacobian: Jacobian | None = None,
                  linear: bool = False, tol: float | None = None, max_iters: int = 20) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         if not isinstance(tableau, DIRKTableau):
             raise TypeError(f"tableau must be a pint.propagators.DIRKTableau, got "
@@ -179,14 +180,14 @@ class DIRK:
                              " finite-difference Jacobians are not exact")
         if tol is not None and not (isinstance(tol, int | float) and tol > 0):
             raise ValueError(f"tol must be a positive number or None, got {tol!r}")
-        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+        if isinstance(max_iters, bool) or not isinstance(max_iters, Integral) or max_iters < 1:
             raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
         self.tableau = tableau
-        self.steps = steps
+        self.steps = int(steps)
         self.jacobian = jacobian
         self.linear = linear
         self.tol = tol
-        self.max_iters = max_iters
+        self.max_iters = int(max_iters)
         self._factors: dict[tuple[float, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -89,10 +90,10 @@ class RungeKutta:
     """
 
     def __init__(self, tableau: ButcherTableau, steps: int = 1) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         self.tableau = tableau
-        self.steps = steps
+        self.steps = int(steps)
 
     @property
     def depth(self) -> int:
