@@ -163,6 +163,7 @@ def test_anderson_accelerates_picard(problem):
     (lambda: pint.Anderson(depth=0), ValueError, "Anderson's depth must be"),
     (lambda: pint.Anderson(pint.Anderson()), TypeError, "Anderson's base must be"),
     (lambda: pint.Anderson(regularization=-1.0), ValueError, "regularization must be"),
+    (lambda: pint.Anderson(regularization=math.inf), ValueError, "regularization must be"),
     (lambda: pint.DiagonalSecant(floor=0.0), ValueError, "floor must be"),
     (lambda: pint.Freeze(tol=math.nan), ValueError, "Freeze's tol must be"),
     (lambda: pint.Freeze(tol=-1e-3), ValueError, "Freeze's tol must be"),

@@ -51,6 +51,31 @@ def test_torchdiffeq_tolerances_must_be_finite(option, value):
         pint.Torchdiffeq(**{option: value})
 
 
+def test_torchdiffeq_options_must_be_a_dict():
+    with pytest.raises(TypeError, match="options must be a dict of odeint options"):
+        pint.Torchdiffeq("rk4", options=5)
+
+
+@pytest.mark.parametrize("solve", [
+    lambda f, cb: pint.serial(f, torch.ones(1, dtype=F64), T, method=pint.RK4(1), callback=cb),
+    lambda f, cb: pint.parareal(f, torch.ones(1, dtype=F64), T, coarse=pint.Euler(1),
+                                fine=pint.RK4(4), callback=cb),
+    lambda f, cb: pint.picard(f, torch.ones(1, dtype=F64), T, step=pint.RK4(1), callback=cb),
+    lambda f, cb: pint.mgrit(f, torch.ones(1, dtype=F64), T, propagator=pint.RK4(1),
+                             coarsening=2, callback=cb),
+])
+def test_a_callback_that_cannot_be_called_is_refused_before_any_evaluation(solve):
+    calls = []
+
+    def f(t, y):
+        calls.append(t)
+        return -y
+
+    with pytest.raises(TypeError, match="callback must be callable or None, got int"):
+        solve(f, 3)
+    assert calls == []
+
+
 def test_a_propagator_class_instead_of_an_instance_says_so():
     with pytest.raises(TypeError, match=r"coarse must be a propagator instance, e\.g\. RK4\(1\)"):
         pint.parareal(lambda t, y: -y, torch.ones(1, dtype=F64), T, coarse=pint.RK4,

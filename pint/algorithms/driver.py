@@ -143,9 +143,15 @@ def check_grid(y0: object, t: object) -> None:
         raise ValueError("y0 must be finite")
 
 
+def check_callable(name: str, value: object) -> None:
+    """A TypeError naming ``name`` unless ``value`` is callable or ``None``."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
+
+
 def check_options(
     y0: Tensor, t: Tensor, *, tol: object, max_iters: object, norm: object, stop: object,
-    independent: bool, limit: int,
+    independent: bool, limit: int, callback: object = None,
 ) -> int:
     """Validate the options every iterative solver takes; returns ``max_iters`` resolved
     (``None`` means ``limit``, the iterations after which the result is exact)."""
@@ -157,8 +163,8 @@ def check_options(
         max_iters = limit
     elif isinstance(max_iters, bool) or not isinstance(max_iters, Integral) or max_iters < 0:
         raise ValueError(f"max_iters must be a non-negative integer or None, got {max_iters!r}")
-    if norm is not None and not callable(norm):
-        raise TypeError(f"norm must be callable or None, got {type(norm).__name__}")
+    check_callable("norm", norm)
+    check_callable("callback", callback)
     if not isinstance(stop, StopRule):
         raise TypeError(f"stop must be a stopping rule such as pint.Tolerance() or "
                         f"pint.Extrapolated(), got {stop!r}")

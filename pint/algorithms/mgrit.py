@@ -212,7 +212,7 @@ def mgrit(
     grids = _grid_sizes(len(t) - 1 if isinstance(t, Tensor) and t.ndim == 1 else 0, factors,
                         coarsening, levels)
     max_iters = check_options(y0, t, tol=tol, max_iters=max_iters, norm=norm, stop=Tolerance(),
-                              independent=False, limit=grids[1])
+                              independent=False, limit=grids[1], callback=callback)
     propagators = _propagators(propagator, coarse_propagator, len(factors))
     relaxation = FCFRelaxation() if relaxation is None else relaxation
     cycle = VCycle() if cycle is None else cycle

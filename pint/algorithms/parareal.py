@@ -129,7 +129,7 @@ def parareal(
     error = None
     try:
         max_iters = check_options(y0, t, tol=tol, max_iters=max_iters, norm=norm, stop=stop,
-                                  independent=independent, limit=len(t) - 1)
+                                  independent=independent, limit=len(t) - 1, callback=callback)
         check_propagators(coarse=coarse, fine=fine)
     except (TypeError, ValueError) as caught:
         error = caught

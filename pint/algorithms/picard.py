@@ -238,8 +238,9 @@ class Anderson:
         if isinstance(base, Anderson) or not isinstance(base, JacobianModel | None):
             raise TypeError(f"Anderson's base must be a JacobianModel other than Anderson, "
                             f"got {base!r}")
-        if not (isinstance(regularization, int | float) and regularization >= 0):
-            raise ValueError(f"Anderson's regularization must be a number >= 0, got "
+        if isinstance(regularization, bool) or not isinstance(regularization, Real) or not (
+                0 <= regularization < math.inf):
+            raise ValueError(f"Anderson's regularization must be a finite number >= 0, got "
                              f"{regularization!r}")
         self.base = Identity() if base is None else base
         self.depth, self.regularization = int(depth), float(regularization)
@@ -506,7 +507,7 @@ def picard(
     stop = Tolerance() if stop is None else stop
     n = len(t) - 1 if isinstance(t, Tensor) and t.ndim == 1 else 0
     max_iters = check_options(y0, t, tol=tol, max_iters=max_iters, norm=norm, stop=stop,
-                              independent=independent, limit=max(n, 1))
+                              independent=independent, limit=max(n, 1), callback=callback)
     check_propagators(step=step)
     window = n if window is None else window
     if isinstance(window, bool) or not isinstance(window, Integral) or not 1 <= window <= n:

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..engine import Engine, Task
 from ..propagators import Propagator, propagation, slice_depths
 from ..solution import Solution, Stats
-from .driver import check_grid, vectorize
+from .driver import check_callable, check_grid, vectorize
 from .parareal import check_propagators
 
 __all__ = ["serial"]
@@ -56,6 +56,7 @@ def serial(
     """
     check_grid(y0, t)
     check_propagators(method=method)
+    check_callable("callback", callback)
     if independent and y0.ndim == 0:
         raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
     start = time.perf_counter()

@@ -7,7 +7,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -117,6 +117,9 @@ class Torchdiffeq:
             if isinstance(value, bool) or not isinstance(value, int | float) or not (
                     math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"options must be a dict of odeint options or None, got "
+                            f"{type(options).__name__}")
         self.method = method
         self.rtol = rtol
         self.atol = atol
