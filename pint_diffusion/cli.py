@@ -10,9 +10,10 @@ Picard iterations. Every subcommand has ``--help``.
 Every argument is checked before any model is loaded or any sample drawn, so a typo costs
 no sampling time: counts (``--steps``, ``--num``, ``--blocks``, ``--seeds``) must be
 positive integers, ``--tol`` a finite number >= 0 and ``--guidance`` a finite number;
-``--blocks`` may not exceed ``--steps`` (nor be given to the serial sampler), nor ``--steps``
-the model's training timesteps; ``--class`` must be one of the bundled model's classes
-(``--class`` and ``--solver`` act on the bundled model only); ``--model PATH`` must be a diffusers
+``--blocks`` may not exceed ``--steps``, nor ``--steps`` the model's training timesteps;
+``--blocks`` and ``--tol`` are refused with the serial sampler, ``--class`` and ``--solver``
+with a Stable Diffusion folder (they act on the bundled model only); ``--class`` must be one
+of the bundled model's classes; ``--model PATH`` must be a diffusers
 folder; ``--out`` must be an image file name (not a folder) with an extension PIL can write,
 in a folder that exists or can be created and is writable (``demo --out``: a folder). A bad
 argument ends the command with argparse's usage message and exit status 2, never a
@@ -180,6 +181,12 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
     if limit is not None and args.steps > limit:
         errors.append(f"argument --steps: {args.steps} exceeds the model's {limit} training "
                       "timesteps")
+    if args.sampler == "serial" and args.tol is not None:
+        errors.append("argument --tol: the serial sampler has no tolerance")
+    if args.tol is None:
+        from .samplers import DEFAULT_TOL
+
+        args.tol = DEFAULT_TOL
     if args.blocks is not None and args.sampler == "serial":
         errors.append("argument --blocks: the serial sampler has no blocks or window")
     elif args.blocks is not None and args.blocks > args.steps:
@@ -429,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--blocks", type=positive_int, default=None,
                         help="SRDS blocks (quasi-newton, picard: window; serial: none), at "
                              "most --steps; default 2 sqrt(steps) (window: all)")
-    sample.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
-                        help="tolerance (a finite number >= 0)")
+    sample.add_argument("--tol", type=non_negative_float, default=None,
+                        help=f"tolerance of the parallel samplers (a finite number >= 0; "
+                             f"default {DEFAULT_TOL:g})")
     sample.add_argument("--seed", type=_seed, default=0, help="seed of the initial noise")
     sample.add_argument("--guidance", type=finite_float, default=None,
                         help="classifier-free guidance scale (default: the model's)")

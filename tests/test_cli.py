@@ -346,8 +346,10 @@ def test_bundled_only_options_are_refused_with_model_path(sd_folder, tmp_path, c
     assert message in err
 
 
-def test_blocks_are_refused_for_the_serial_sampler(tmp_path, capsys, no_model_work):
-    """The serial sampler has no blocks or window: --blocks was silently ignored."""
-    err = _usage_error(["sample", "--sampler", "serial", "--blocks", "4", "--out",
+@pytest.mark.parametrize("option", [["--blocks", "4"], ["--tol", "0.01"]])
+def test_blocks_and_tol_are_refused_for_the_serial_sampler(option, tmp_path, capsys,
+                                                         no_model_work):
+    """The serial sampler has no blocks, window or tolerance: they were silently ignored."""
+    err = _usage_error(["sample", "--sampler", "serial", *option, "--out",
                         str(tmp_path / "x.png")], capsys)
-    assert "argument --blocks: " in err
+    assert f"argument {option[0]}: " in err
