@@ -237,6 +237,7 @@ def test_named_tuples_in_the_conditioning_follow_each_sample(sampler):
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     (dict(extra_args=[1]), TypeError, "extra_args must be a dict"),
     (dict(callback=3), TypeError, "callback must be callable"),
+    (dict(drop_failed="no"), TypeError, "drop_failed must be True or False"),
 ])
 def test_bad_extra_args_and_callback_are_named_before_sampling(kwargs, error, message):
     calls = []

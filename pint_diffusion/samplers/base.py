@@ -180,13 +180,16 @@ class Sampler:
         they would have had); it is returned as NaN and listed in ``info.failed``.
 
         Raises:
-            TypeError: ``callback`` is neither callable nor ``None``.
+            TypeError: ``callback`` is neither callable nor ``None``, or ``drop_failed`` is not
+                a bool.
             ValueError: without ``drop_failed``, the model returned a non-finite value (the
                 message names the step, its noise level, the iteration and the samples).
         """
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable (it receives a dict) or None, got "
                             f"{callback!r}")
+        if not isinstance(drop_failed, bool):
+            raise TypeError(f"drop_failed must be True or False, got {drop_failed!r}")
         batch = trajectory.batch
         keep = torch.arange(batch)
         failed: list[int] = []
