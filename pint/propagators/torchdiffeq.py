@@ -95,6 +95,12 @@ class Torchdiffeq:
     sizes in ``options`` (e.g. ``{"step_size": 0.1}`` for fixed-grid methods) are in
     units of ``s``, i.e. fractions of a slice.
 
+    With an adaptive method (``dopri5``, ...) the steps a slice takes depend on the other
+    slices of its solve, so an iterative solver at full iterations matches :func:`pint.serial`
+    to the solver's accuracy, not to round-off (``pint.problems.lotka_volterra``, 32 slices,
+    default tolerances: 1e-5 on values up to 6.9). A fixed-grid method (``"rk4"`` with
+    ``options={"step_size": ...}``) matches it to round-off.
+
     Args:
         method: any ``torchdiffeq`` method name, e.g. ``"dopri5"`` or ``"rk4"``.
         rtol: relative tolerance of adaptive methods.
