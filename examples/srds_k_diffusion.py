@@ -11,6 +11,8 @@ Run: ``python examples/srds_k_diffusion.py``
 
 import itertools
 import math
+import sys
+from pathlib import Path
 
 import torch
 
@@ -35,10 +37,17 @@ def gaussian_denoiser(mu: float = 0.3, s: float = 0.5):
 
 
 def serial_sampler(name: str):
-    """k-diffusion's sampler when available, else the same steps through pint.serial."""
+    """k-diffusion's sampler when available, else the same steps through pint.serial.
+
+    ``import k_diffusion`` needs torchvision and more (its package ``__init__`` imports its
+    training code), so k-diffusion's ``sampling.py`` is loaded by the tests' loader,
+    ``tests/kdiffusion.py``, which works with a ``--no-deps`` install too.
+    """
     try:
-        from k_diffusion import sampling  # needs torchvision; see tests/kdiffusion.py
-        return getattr(sampling, f"sample_{name}")
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from kdiffusion import load_k_sampling
+
+        return getattr(load_k_sampling(), f"sample_{name}")
     except ImportError:
         solver = {"euler": Euler(), "heun": Heun()}[name]
 
@@ -54,6 +63,8 @@ def serial_sampler(name: str):
 def main() -> None:
     torch.manual_seed(0)
     model = gaussian_denoiser()
+    source = serial_sampler("euler").__module__
+    print("serial samplers: " + ("k-diffusion's" if "sampling" in source else "pint.serial"))
     for name, solver in (("euler", Euler()), ("heun", Heun())):
         for steps in (25, 100):
             sigmas = karras_sigmas(steps)

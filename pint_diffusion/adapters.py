@@ -284,8 +284,9 @@ class DiffusersDenoiser(nn.Module):
             case: when the last timestep is 0 (e.g. ``steps_offset=0`` with ``"leading"``, or
             ``"linspace"``) and the schedule ends at ``sigma(alphas_cumprod[0])`` rather than 0
             (DDIM with ``set_alpha_to_one=False``, Euler with ``final_sigmas_type="sigma_min"``),
-            the last step goes from that sigma to itself: ``sigmas[-2] == sigmas[-1]``. As in
-            diffusers, that step costs a model evaluation and leaves the state unchanged.
+            the last step goes from that sigma to itself: ``sigmas[-2] == sigmas[-1]``. In
+            diffusers that step costs a model evaluation and leaves the state unchanged; the
+            samplers leave the state unchanged too but skip the evaluation.
 
         Example::
 

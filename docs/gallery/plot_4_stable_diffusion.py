@@ -63,7 +63,8 @@ print(f"tol=0: {exact.srds.iterations} iterations (= blocks), "
 # How the depth scales with the number of steps
 # ---------------------------------------------
 # The serial pipeline's depth is the number of steps; SRDS's depth with pipelining is about
-# ``iterations * (steps / blocks) + blocks``.
+# ``blocks + iterations * (steps / blocks - 1)``: the coarse pass, then ``steps / blocks - 1``
+# more calls per iteration.
 steps_list = [16, 25, 50, 100]
 depths = []
 for steps in steps_list:

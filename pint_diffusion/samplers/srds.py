@@ -40,9 +40,10 @@ class SRDS(Sampler):
     """SRDS: Parareal with the sampler's own steps as the fine solver.
 
     Args:
-        blocks: the number of blocks; defaults to ``round(2 sqrt(N))`` (at most ``N``). A
-            pipelined iteration costs about ``N / blocks + blocks`` sequential calls, least at
-            ``sqrt(N)``, but more blocks make the coarse pass more accurate and save iterations:
+        blocks: the number of blocks; defaults to ``round(2 sqrt(N))`` (at most ``N``). The
+            coarse pass and ``K`` pipelined iterations cost about
+            ``blocks + K (N / blocks - 1)`` sequential calls, least at ``sqrt(K N)``, and more
+            blocks make the coarse pass more accurate and save iterations:
             on the bundled digits model ``2 sqrt(N)`` took 16 sequential calls at N = 25 and 32
             at N = 100, against 25 and 46 for ``sqrt(N)`` (``benchmarks/results/``).
         tol: a sample stops iterating (and leaves the batch) when its final state meets the
