@@ -163,12 +163,20 @@ def test_drop_failed_returns_the_other_samples_and_names_the_failed(sampler):
     cond = torch.tensor([0.0, 9.0, 0.0])
     with pytest.raises(ValueError, match=r"for sample 1$"):
         sampler.sample(flaky, x, sigmas, {"cond": cond}, disable=True)
+    seen = []
     out, info = sampler.sample(flaky, x, sigmas, {"cond": cond}, disable=True,
-                               return_info=True, drop_failed=True)
+                               return_info=True, drop_failed=True, store_iterates=True,
+                               callback=seen.append)
     assert info.failed == [1] and bool(out[1].isnan().all())
     assert info.sample_iterations[1] == -1
     alone = sampler.sample(model, x[[0, 2]], sigmas, disable=True)
     torch.testing.assert_close(out[[0, 2]], alone, rtol=0, atol=1e-5)
+    # what the callback and the iterates show keeps the batch's rows: the dropped one is NaN
+    assert info.iterates and all(it.shape == x.shape for it in info.iterates)
+    torch.testing.assert_close(info.iterates[-1], out, rtol=0, atol=0, equal_nan=True)
+    last = seen[-1]
+    assert last["x"].shape == x.shape and bool(last["x"][1].isnan().all())
+    assert last["residual"].shape == (3,) and bool(last["residual"][1].isnan())
 
 
 @pytest.mark.parametrize("returned", [

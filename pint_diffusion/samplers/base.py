@@ -52,7 +52,7 @@ class SamplerInfo:
         calls: calls of the model (more than ``sequential_nfe`` when ``max_batch`` splits them).
         blocks: SRDS's block boundaries, as indices into the schedule; ``None`` for the others.
         iterates: with ``store_iterates=True``: the samples after each iteration (SRDS: the
-            coarse pass first), each like the result.
+            coarse pass first), each like the result (NaN for dropped samples).
         failed: with ``drop_failed=True``: the samples whose model output became non-finite
             (returned as NaN, their ``sample_iterations`` -1); otherwise empty.
         sampler: the sampler that ran, as its ``repr`` (e.g. ``"QuasiNewton(window=None, ...)"``).
@@ -119,14 +119,18 @@ class Progress:
     ``{"x", "i", "sigma", "sigma_hat", "denoised", "residual"}``: the current samples (the
     final states, which are the sampler's denoised output), the iteration, the grid point of
     ``x`` (twice; the last one, unless ``point`` names another), the samples again and the
-    per-sample residual (NaN where undefined).
+    per-sample residual (NaN where undefined). Samples and residuals always have the whole
+    batch's rows: when ``keep`` (the samples still sampled, after ``drop_failed`` dropped
+    some) is not all of them, the dropped samples' rows are NaN.
     """
 
     def __init__(self, trajectory: Trajectory, total: int, desc: str, disable: bool | None,
-                 callback: KCallback | None, store: bool) -> None:
+                 callback: KCallback | None, store: bool, keep: Tensor | None = None,
+                 batch: int | None = None) -> None:
         from tqdm.auto import tqdm
 
         self.trajectory, self.callback = trajectory, callback
+        self.keep, self.batch = keep, batch
         self.iterates: list[Tensor] | None = [] if store else None
         self.bar = tqdm(total=total, disable=disable, desc=desc, unit="it")
 
@@ -135,13 +139,22 @@ class Progress:
         finite = residual[~torch.isnan(residual)]
         if len(finite):
             self.bar.set_postfix(residual=f"{float(finite.max()):.2e}")
-        samples = self.trajectory.output(ys[-1])
+        samples = self.whole(self.trajectory.output(ys[-1]))
+        residual = self.whole(residual)
         if self.iterates is not None:
             self.iterates.append(samples.clone())
         if self.callback is not None:
             at = self.trajectory.grid[point]
             self.callback({"x": samples, "i": k, "sigma": at, "sigma_hat": at,
                            "denoised": samples, "residual": residual})
+
+    def whole(self, rows: Tensor) -> Tensor:
+        """``rows`` of the samples ``keep`` in the whole batch, NaN for the others."""
+        if self.keep is None or self.batch is None or len(self.keep) == self.batch:
+            return rows
+        full = rows.new_full((self.batch, *rows.shape[1:]), math.nan)
+        full[self.keep.to(rows.device)] = rows
+        return full
 
     def close(self) -> None:
         """Close the bar."""
@@ -196,7 +209,7 @@ class Sampler:
         while True:
             part = trajectory if len(keep) == batch else trajectory.subset(keep)
             progress = Progress(part, self.iterations_bound(part) + 1, self.name, disable,
-                                callback, store_iterates)
+                                callback, store_iterates, keep, batch)
             try:
                 with torch.no_grad():
                     solution, blocks = self.run(part, progress, max_batch)
