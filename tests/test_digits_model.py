@@ -283,6 +283,8 @@ _DELETE = object()
     ("unet_config.num_class_embeds", _DELETE, "is missing"),
     ("unet_config.not_an_argument", 1, "is not an argument of UNet2DModel"),
     ("unet_config.down_block_types", ["NoSuchBlock2D"] * 3, "does not describe a UNet2DModel"),
+    # diffusers raised UnboundLocalError for an unknown time_embedding_type (was not caught)
+    ("unet_config.time_embedding_type", "nope", "does not describe a UNet2DModel"),
     ("scheduler_config.beta_schedule", _DELETE, "is missing"),
     ("scheduler_config.beta_start", float("nan"), "a number in (0.0, 1.0)"),
     ("scheduler_config.beta_end", 0.00001, "greater than beta_start"),

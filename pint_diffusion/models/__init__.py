@@ -391,14 +391,16 @@ def load_digits_model(
                                       meta_path)
     scheduler_kwargs = _constructor_kwargs(metadata["scheduler_config"], DDIMScheduler,
                                            "scheduler_config", meta_path)
+    # any exception of a constructor is the metadata's fault (diffusers raises UnboundLocalError
+    # for an unknown time_embedding_type, for example)
     try:
         unet = UNet2DModel(**unet_kwargs)
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+    except Exception as exc:
         raise ValueError(f"{meta_path}: field 'unet_config' does not describe a UNet2DModel: "
                          f"{exc}") from exc
     try:
         scheduler = DDIMScheduler(**scheduler_kwargs)
-    except (TypeError, ValueError, NotImplementedError) as exc:
+    except Exception as exc:
         raise ValueError(f"{meta_path}: field 'scheduler_config' does not describe a "
                          f"DDIMScheduler: {exc}") from exc
 
