@@ -358,6 +358,23 @@ def test_nonfinite_weights_are_refused(model_copy, bad):
     assert str(path) in str(info.value)
 
 
+def test_integer_weights_are_refused(model_copy):
+    """An integer tensor (e.g. a file saved with the wrong dtype) was cast to float and loaded:
+    a silently wrong model."""
+    from safetensors.torch import load_file, save_file
+
+    path, metadata = model_copy
+    state = load_file(str(DEFAULT_WEIGHTS))
+    name = sorted(state)[len(state) // 2]
+    state[name] = state[name].to(torch.int8)
+    save_file(state, str(path))
+    _write_meta(path, metadata)
+    with pytest.raises(ValueError) as info:
+        load_digits_model(path=path)
+    assert repr(name) in str(info.value) and "torch.int8" in str(info.value)
+    assert str(path) in str(info.value)
+
+
 #: Every checked field of the metadata (the free-form ones, such as ``training`` and
 #: ``data.split``, are not listed).
 _CHECKED_FIELDS = [

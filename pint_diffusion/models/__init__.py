@@ -6,7 +6,7 @@ the training and evaluation record) ship with the package; they were produced by
 ``python -m pint_diffusion.models.train_digits``. Loading works offline (it builds the
 model from the metadata with the diffusers constructors, never from a Hub id) and never
 unpickles; the metadata is checked against a schema (:func:`validate_metadata`) and the
-weights must be finite.
+weights must be floating point and finite.
 
 Example::
 
@@ -364,12 +364,13 @@ def load_digits_model(
     range, with errors naming the file and the field); the UNet and the scheduler are then built
     by their constructors from those checked keyword arguments (never ``from_config`` or
     ``from_pretrained``, so a malformed file cannot turn into a Hub download), and every
-    floating-point tensor of the weights must be finite.
+    tensor of the weights must be floating point and finite.
 
     Raises:
         ValueError: ``path`` is not a ``.safetensors`` file; the metadata is not valid JSON or
             fails the schema; its contents are not a valid safetensors file matching the
-            metadata; or a tensor holds NaN or infinity (the message names the tensor).
+            metadata; or a tensor is not floating point or holds NaN or infinity (the message
+            names the tensor).
         FileNotFoundError: The weights or the metadata file is missing.
         ImportError: diffusers or safetensors is missing (``pip install pint-parareal[diffusion]``).
     """
@@ -409,7 +410,10 @@ def load_digits_model(
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"path {str(weights)!r} is not a valid safetensors file: {exc}") from exc
     for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point():
+            raise ValueError(f"{weights}: tensor {name!r} has dtype {tensor.dtype}; the weights "
+                             f"must be floating point (the file is corrupt)")
+        if not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise ValueError(f"{weights}: tensor {name!r} has {bad} non-finite value(s) "
                              f"(NaN or infinity) of {tensor.numel()}; the weights are corrupt")
