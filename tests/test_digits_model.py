@@ -290,6 +290,10 @@ _DELETE = object()
     ("scheduler_config.beta_end", 0.00001, "greater than beta_start"),
     ("scheduler_config.prediction_type", "v_prediction", "one of 'epsilon'"),
     ("scheduler_config.num_train_timesteps", 0, "an integer >= 1"),
+    # trained_betas replaces the beta schedule: one beta in (0, 1) per training timestep (a
+    # shorter list loaded, and sampling then indexed past its end)
+    ("scheduler_config.trained_betas", [0.01] * 10, "a list of 1000 numbers in (0, 1)"),
+    ("scheduler_config.trained_betas", [0.01] * 999 + [1.5], "a list of 1000 numbers in (0, 1)"),
     ("data", [8, 1], "a JSON object"),
     ("data.image_size", 16, "unet_config.sample_size (8)"),
     ("data.data_range", [1.0, -1.0], "low < high"),

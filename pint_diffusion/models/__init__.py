@@ -219,9 +219,10 @@ def validate_metadata(metadata: Any, source: str | Path = "metadata") -> dict[st
     """Check a model's metadata against the schema of ``FORMAT``; return it unchanged.
 
     Every field is checked for presence, type and range, and the fields that must agree
-    (UNet and data sizes, block lists, class labels, the beta range) are checked against each
-    other. ``unet_config`` and ``scheduler_config`` must be JSON objects (a string would name a
-    Hub repository: refused, loading never goes to the network); their other keys, besides the
+    (UNet and data sizes, block lists, class labels, the beta range, an optional
+    ``trained_betas`` list and ``num_train_timesteps``) are checked against each other.
+    ``unet_config`` and ``scheduler_config`` must be JSON objects (a string would name a Hub
+    repository: refused, loading never goes to the network); their other keys, besides the
     required ones, must be plain JSON values without NaN (:func:`load_digits_model` further
     checks that they are arguments of ``UNet2DModel`` / ``DDIMScheduler``). Other top-level
     sections (``training``, ...) are free-form.
@@ -279,6 +280,12 @@ def _cross_check(metadata: dict[str, Any], fail: Callable[[str, str, Any], Value
     if scheduler["beta_end"] <= scheduler["beta_start"]:
         raise fail("scheduler_config.beta_end",
                    f"greater than beta_start ({scheduler['beta_start']})", scheduler["beta_end"])
+    betas, steps = scheduler.get("trained_betas"), scheduler["num_train_timesteps"]
+    if betas is not None and not (isinstance(betas, list) and len(betas) == steps and all(
+            _is_number(b) and 0 < b < 1 for b in betas)):
+        raise fail("scheduler_config.trained_betas",
+                   f"null or a list of {steps} numbers in (0, 1) (one per training timestep)",
+                   betas)
     if scheduler["steps_offset"] >= scheduler["num_train_timesteps"]:
         raise fail("scheduler_config.steps_offset",
                    f"less than num_train_timesteps ({scheduler['num_train_timesteps']})",
