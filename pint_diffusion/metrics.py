@@ -186,6 +186,9 @@ def gaussian_frechet_distance(
 
     Returns:
         The distance (non-negative, up to round-off clipped to zero).
+
+    Raises:
+        ValueError: mismatched shapes, or a NaN or infinity in any argument (naming it).
     """
     mu1 = np.asarray(mu1, dtype=np.float64)
     mu2 = np.asarray(mu2, dtype=np.float64)
@@ -196,6 +199,9 @@ def gaussian_frechet_distance(
             f"shape mismatch: mu1 {mu1.shape}, sigma1 {s1.shape}, "
             f"mu2 {mu2.shape}, sigma2 {s2.shape}"
         )
+    for name, value in (("mu1", mu1), ("sigma1", s1), ("mu2", mu2), ("sigma2", s2)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} must be finite (no NaN or infinity)")
     s1 = 0.5 * (s1 + s1.T)
     s2 = 0.5 * (s2 + s2.T)
     w1, v1 = np.linalg.eigh(s1)
@@ -225,11 +231,17 @@ def frechet_distance(
 
     Returns:
         :func:`gaussian_frechet_distance` of the sample means and (unbiased) covariances.
+
+    Raises:
+        ValueError: fewer than 2 rows, not 2-D, or a NaN or infinity (naming the argument).
     """
     if isinstance(features1, torch.Tensor):
         features1 = features1.detach().cpu().double().numpy()
     if isinstance(features2, torch.Tensor):
         features2 = features2.detach().cpu().double().numpy()
+    for name, value in (("features1", features1), ("features2", features2)):
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise ValueError(f"{name} must be finite (no NaN or infinity)")
     return gaussian_frechet_distance(*_moments(features1), *_moments(features2))
 
 
