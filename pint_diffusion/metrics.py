@@ -409,7 +409,8 @@ class DigitsMetric:
         Args:
             images: Generated images, shape ``(n, 1, 8, 8)`` (or ``(n, 8, 8)``) in ``[-1, 1]``,
                 ``n >= 2``; see :meth:`features` for the exact input rules.
-            labels: The requested class of each image (``n`` values in 0..9), or one class for all.
+            labels: The requested class of each image (``n`` integers in 0..9; integral floats
+                are accepted), or one class for all.
 
         Returns:
             A :class:`MetricResult` with the accuracy, the Frechet distance to the held-out digits
@@ -419,7 +420,11 @@ class DigitsMetric:
         n = x.shape[0]
         if n < 2:
             raise ValueError("need at least 2 images to fit a covariance")
-        y = torch.as_tensor(labels, dtype=torch.int64).flatten().cpu()
+        y = torch.as_tensor(labels).flatten().cpu()
+        if y.is_floating_point() and not bool((y == y.round()).all()):
+            raise ValueError(f"labels must be integers (classes 0..{NUM_CLASSES - 1}), got "
+                             f"non-integer values such as {y[y != y.round()][0].item()}")
+        y = y.to(torch.int64)
         if y.numel() == 1:
             y = y.expand(n)
         if y.numel() != n:

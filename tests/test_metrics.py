@@ -187,6 +187,12 @@ def test_inputs_accepted_and_validated(metric, split):
         metric.score(x.repeat(1, 3, 1, 1), y)
     with pytest.raises(ValueError):
         metric.score(x[:1], y[:1])
+    # non-integer labels were truncated to a class silently (2.7 -> 2)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        metric.score(x, y.float() + 0.7)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        metric.score(x, 2.5)
+    assert metric.score(x, y.double()).accuracy == base.accuracy  # integral floats are fine
 
 
 def test_classifier_cache_roundtrip(metric, cache_dir, split):
