@@ -474,7 +474,9 @@ def pipeline_for_folder(path: str | Any, scheduler: str | None = None, **kwargs:
 
     Raises:
         FileNotFoundError: no ``model_index.json`` in ``path``.
-        ValueError: a pipeline class or scheduler name that is not supported.
+        ValueError: a pipeline class or scheduler name that is not supported (the name is
+            checked before the pipeline loads; a stochastic scheduler after).
+        TypeError: ``scheduler`` is not a str or None.
     """
     import json
     from pathlib import Path
@@ -488,12 +490,17 @@ def pipeline_for_folder(path: str | Any, scheduler: str | None = None, **kwargs:
     if name not in PARALLEL_PIPELINES:
         raise ValueError(f"the pipeline {name!r} of {path} is not supported; supported: "
                          f"{', '.join(PARALLEL_PIPELINES)}")
-    pipe = PARALLEL_PIPELINES[name].from_pretrained(str(path), local_files_only=True, **kwargs)
-    if scheduler is not None:
+    cls = None
+    if scheduler is not None:  # checked before the (slow) loading
+        if not isinstance(scheduler, str):
+            raise TypeError(f"scheduler must be the name of a diffusers scheduler class (a str, "
+                            f"e.g. 'DPMSolverMultistepScheduler') or None; got {scheduler!r}")
         cls = getattr(diffusers, scheduler, None)
         if cls is None or not hasattr(cls, "from_config") or not scheduler.endswith("Scheduler"):
             raise ValueError(f"scheduler must name a diffusers scheduler class, e.g. "
                              f"'DPMSolverMultistepScheduler'; got {scheduler!r}")
+    pipe = PARALLEL_PIPELINES[name].from_pretrained(str(path), local_files_only=True, **kwargs)
+    if cls is not None:
         from .schedulers import check_deterministic
 
         pipe.scheduler = cls.from_config(pipe.scheduler.config)

@@ -243,6 +243,24 @@ def test_pipeline_for_folder(components, tmp_path):
         pipeline_for_folder(tmp_path / "missing")
 
 
+def test_pipeline_for_folder_checks_the_scheduler_before_loading(components, tmp_path,
+                                                                 monkeypatch):
+    # a wrong scheduler name was found only after the whole pipeline had loaded (minutes for a
+    # real model), and a scheduler class instead of its name raised getattr's "attribute name
+    # must be string"
+    pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
+    pipe.save_pretrained(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded before the scheduler was checked")
+
+    monkeypatch.setattr(ParallelStableDiffusionPipeline, "from_pretrained", refuse)
+    with pytest.raises(ValueError, match="scheduler must name"):
+        pipeline_for_folder(tmp_path, scheduler="NoSuchScheduler")
+    with pytest.raises(TypeError, match="scheduler must be the name of a diffusers scheduler"):
+        pipeline_for_folder(tmp_path, scheduler=DDIMScheduler)
+
+
 @pytest.mark.parametrize("sampler", ["Picard", "QuasiNewton", "Serial"])
 def test_any_sampler_object_drives_the_pipeline(components, sampler):
     import pint_diffusion
