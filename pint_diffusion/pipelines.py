@@ -397,6 +397,9 @@ class ParallelMixin:
                 raise ValueError(
                     f"{key}={kwargs[key]!r} is not supported by parallel sampling (the loop's "
                     f"steps run out of order); leave it at {harmless!r}")
+        if isinstance(sampler, type):
+            raise TypeError(f"sampler must be a sampler object, not a class: got the class "
+                            f"{sampler.__name__}; use {sampler.__name__}()")
         if sampler is not None and not callable(getattr(sampler, "solve", None)):
             raise TypeError(f"sampler must be a sampler object with .solve(trajectory), e.g. "
                             f"pint_diffusion.SRDS(); got {type(sampler).__name__}")

@@ -229,6 +229,21 @@ def test_parallel_pipeline_refuses_stochastic_schedulers_and_bad_samplers(sdxl_c
     assert par.unet is pipe.unet and par.scheduler is pipe.scheduler  # restored after errors
 
 
+def test_a_sampler_class_is_refused_before_any_work(components):
+    # the class passed the "has a callable solve" check and failed after the prompt encoding
+    # and the first UNet call, with "Sampler.solve() missing 1 required positional argument"
+    par = ParallelStableDiffusionPipeline.from_pipe(
+        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+    calls = []
+    handle = par.unet.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(TypeError, match=r"got the class SRDS; use SRDS\(\)"):
+            par("a cat", num_inference_steps=4, output_type="latent", sampler=SRDS)
+    finally:
+        handle.remove()
+    assert not calls
+
+
 def test_pipeline_for_folder(components, tmp_path):
     pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
     pipe.save_pretrained(tmp_path)
