@@ -186,6 +186,9 @@ def gaussian_frechet_distance(
 
     Returns:
         The distance (non-negative, up to round-off clipped to zero).
+
+    Raises:
+        ValueError: mismatched shapes, or a NaN or infinity in any argument (naming it).
     """
     mu1 = np.asarray(mu1, dtype=np.float64)
     mu2 = np.asarray(mu2, dtype=np.float64)
@@ -196,6 +199,9 @@ def gaussian_frechet_distance(
             f"shape mismatch: mu1 {mu1.shape}, sigma1 {s1.shape}, "
             f"mu2 {mu2.shape}, sigma2 {s2.shape}"
         )
+    for name, value in (("mu1", mu1), ("sigma1", s1), ("mu2", mu2), ("sigma2", s2)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} must be finite (no NaN or infinity)")
     s1 = 0.5 * (s1 + s1.T)
     s2 = 0.5 * (s2 + s2.T)
     w1, v1 = np.linalg.eigh(s1)
@@ -225,11 +231,17 @@ def frechet_distance(
 
     Returns:
         :func:`gaussian_frechet_distance` of the sample means and (unbiased) covariances.
+
+    Raises:
+        ValueError: fewer than 2 rows, not 2-D, or a NaN or infinity (naming the argument).
     """
     if isinstance(features1, torch.Tensor):
         features1 = features1.detach().cpu().double().numpy()
     if isinstance(features2, torch.Tensor):
         features2 = features2.detach().cpu().double().numpy()
+    for name, value in (("features1", features1), ("features2", features2)):
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise ValueError(f"{name} must be finite (no NaN or infinity)")
     return gaussian_frechet_distance(*_moments(features1), *_moments(features2))
 
 
@@ -397,7 +409,8 @@ class DigitsMetric:
         Args:
             images: Generated images, shape ``(n, 1, 8, 8)`` (or ``(n, 8, 8)``) in ``[-1, 1]``,
                 ``n >= 2``; see :meth:`features` for the exact input rules.
-            labels: The requested class of each image (``n`` values in 0..9), or one class for all.
+            labels: The requested class of each image (``n`` integers in 0..9; integral floats
+                are accepted), or one class for all.
 
         Returns:
             A :class:`MetricResult` with the accuracy, the Frechet distance to the held-out digits
@@ -407,7 +420,11 @@ class DigitsMetric:
         n = x.shape[0]
         if n < 2:
             raise ValueError("need at least 2 images to fit a covariance")
-        y = torch.as_tensor(labels, dtype=torch.int64).flatten().cpu()
+        y = torch.as_tensor(labels).flatten().cpu()
+        if y.is_floating_point() and not bool((y == y.round()).all()):
+            raise ValueError(f"labels must be integers (classes 0..{NUM_CLASSES - 1}), got "
+                             f"non-integer values such as {y[y != y.round()][0].item()}")
+        y = y.to(torch.int64)
         if y.numel() == 1:
             y = y.expand(n)
         if y.numel() != n:

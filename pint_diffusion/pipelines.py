@@ -397,6 +397,9 @@ class ParallelMixin:
                 raise ValueError(
                     f"{key}={kwargs[key]!r} is not supported by parallel sampling (the loop's "
                     f"steps run out of order); leave it at {harmless!r}")
+        if isinstance(sampler, type):
+            raise TypeError(f"sampler must be a sampler object, not a class: got the class "
+                            f"{sampler.__name__}; use {sampler.__name__}()")
         if sampler is not None and not callable(getattr(sampler, "solve", None)):
             raise TypeError(f"sampler must be a sampler object with .solve(trajectory), e.g. "
                             f"pint_diffusion.SRDS(); got {type(sampler).__name__}")
@@ -474,7 +477,9 @@ def pipeline_for_folder(path: str | Any, scheduler: str | None = None, **kwargs:
 
     Raises:
         FileNotFoundError: no ``model_index.json`` in ``path``.
-        ValueError: a pipeline class or scheduler name that is not supported.
+        ValueError: a pipeline class or scheduler name that is not supported (the name is
+            checked before the pipeline loads; a stochastic scheduler after).
+        TypeError: ``scheduler`` is not a str or None.
     """
     import json
     from pathlib import Path
@@ -488,12 +493,17 @@ def pipeline_for_folder(path: str | Any, scheduler: str | None = None, **kwargs:
     if name not in PARALLEL_PIPELINES:
         raise ValueError(f"the pipeline {name!r} of {path} is not supported; supported: "
                          f"{', '.join(PARALLEL_PIPELINES)}")
-    pipe = PARALLEL_PIPELINES[name].from_pretrained(str(path), local_files_only=True, **kwargs)
-    if scheduler is not None:
+    cls = None
+    if scheduler is not None:  # checked before the (slow) loading
+        if not isinstance(scheduler, str):
+            raise TypeError(f"scheduler must be the name of a diffusers scheduler class (a str, "
+                            f"e.g. 'DPMSolverMultistepScheduler') or None; got {scheduler!r}")
         cls = getattr(diffusers, scheduler, None)
         if cls is None or not hasattr(cls, "from_config") or not scheduler.endswith("Scheduler"):
             raise ValueError(f"scheduler must name a diffusers scheduler class, e.g. "
                              f"'DPMSolverMultistepScheduler'; got {scheduler!r}")
+    pipe = PARALLEL_PIPELINES[name].from_pretrained(str(path), local_files_only=True, **kwargs)
+    if cls is not None:
         from .schedulers import check_deterministic
 
         pipe.scheduler = cls.from_config(pipe.scheduler.config)

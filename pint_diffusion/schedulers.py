@@ -164,15 +164,18 @@ def _entries(state: dict[str, Any]) -> dict[_Slot, Any]:
     return out
 
 
-def _template(state: dict[str, Any], slots: list[_Slot]) -> dict[str, Any]:
-    """A copy of a scheduler's ``__dict__`` with its history slots emptied (None)."""
+def _template(state: dict[str, Any], slots: list[_Slot],
+              history: Callable[[Any], bool]) -> dict[str, Any]:
+    """A copy of a scheduler's ``__dict__`` with the history slots that hold history in this
+    state (``history(value)``) emptied (None); a slot that holds something else here (PNDM's
+    ``cur_model_output`` is the int 0 between its Runge-Kutta stages) keeps that value."""
     out: dict[str, Any] = {}
     for name, value in state.items():
         if isinstance(value, list):
             value = value[-_LIST_CAPS[name]:] if name in _LIST_CAPS else value
-            out[name] = [None if _Slot(name, i - len(value)) in slots else v
-                         for i, v in enumerate(value)]
-        elif _Slot(name, None) in slots:
+            out[name] = [None if _Slot(name, i - len(value)) in slots
+                         and history(v) else v for i, v in enumerate(value)]
+        elif _Slot(name, None) in slots and history(value):
             out[name] = None
         else:
             out[name] = value
@@ -284,7 +287,7 @@ class SchedulerStepper:
         self.slots = [str(s) for s in slots]
         self._slot_dtypes = [next(found[s].dtype for found in entries if history(found.get(s)))
                              for s in slots]  # restored in the dtype the scheduler keeps
-        self._templates = [_template(state, slots) for state in snapshots[:-1]]
+        self._templates = [_template(state, slots, history) for state in snapshots[:-1]]
         # which slots hold a tensor before step j (j = N: at the end)
         self._present = torch.tensor(
             [[history(found.get(s)) for s in slots] for found in entries], dtype=torch.bool

@@ -283,11 +283,17 @@ _DELETE = object()
     ("unet_config.num_class_embeds", _DELETE, "is missing"),
     ("unet_config.not_an_argument", 1, "is not an argument of UNet2DModel"),
     ("unet_config.down_block_types", ["NoSuchBlock2D"] * 3, "does not describe a UNet2DModel"),
+    # diffusers raised UnboundLocalError for an unknown time_embedding_type (was not caught)
+    ("unet_config.time_embedding_type", "nope", "does not describe a UNet2DModel"),
     ("scheduler_config.beta_schedule", _DELETE, "is missing"),
     ("scheduler_config.beta_start", float("nan"), "a number in (0.0, 1.0)"),
     ("scheduler_config.beta_end", 0.00001, "greater than beta_start"),
     ("scheduler_config.prediction_type", "v_prediction", "one of 'epsilon'"),
     ("scheduler_config.num_train_timesteps", 0, "an integer >= 1"),
+    # trained_betas replaces the beta schedule: one beta in (0, 1) per training timestep (a
+    # shorter list loaded, and sampling then indexed past its end)
+    ("scheduler_config.trained_betas", [0.01] * 10, "a list of 1000 numbers in (0, 1)"),
+    ("scheduler_config.trained_betas", [0.01] * 999 + [1.5], "a list of 1000 numbers in (0, 1)"),
     ("data", [8, 1], "a JSON object"),
     ("data.image_size", 16, "unet_config.sample_size (8)"),
     ("data.data_range", [1.0, -1.0], "low < high"),
@@ -353,6 +359,23 @@ def test_nonfinite_weights_are_refused(model_copy, bad):
     with pytest.raises(ValueError) as info:
         load_digits_model(path=path)
     assert repr(name) in str(info.value) and "non-finite" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_integer_weights_are_refused(model_copy):
+    """An integer tensor (e.g. a file saved with the wrong dtype) was cast to float and loaded:
+    a silently wrong model."""
+    from safetensors.torch import load_file, save_file
+
+    path, metadata = model_copy
+    state = load_file(str(DEFAULT_WEIGHTS))
+    name = sorted(state)[len(state) // 2]
+    state[name] = state[name].to(torch.int8)
+    save_file(state, str(path))
+    _write_meta(path, metadata)
+    with pytest.raises(ValueError) as info:
+        load_digits_model(path=path)
+    assert repr(name) in str(info.value) and "torch.int8" in str(info.value)
     assert str(path) in str(info.value)
 
 

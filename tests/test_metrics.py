@@ -87,6 +87,24 @@ def test_gaussian_fd_singular_covariances():
     assert gaussian_frechet_distance(np.zeros(3), s1, np.zeros(3), s2) == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_frechet_distances_refuse_non_finite_inputs(bad):
+    # a NaN mean came back as a NaN distance, non-finite features as numpy's LinAlgError
+    # "Eigenvalues did not converge"
+    mu, cov = np.zeros(3), np.eye(3)
+    with pytest.raises(ValueError, match="mu2 must be finite"):
+        gaussian_frechet_distance(mu, cov, np.array([0.0, bad, 0.0]), cov)
+    with pytest.raises(ValueError, match="sigma1 must be finite"):
+        gaussian_frechet_distance(mu, np.full((3, 3), bad), mu, cov)
+    features = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    broken = features.clone()
+    broken[4, 1] = bad
+    with pytest.raises(ValueError, match="features1 must be finite"):
+        frechet_distance(broken, features)
+    with pytest.raises(ValueError, match="features2 must be finite"):
+        frechet_distance(features, broken.numpy())
+
+
 def test_frechet_distance_of_feature_sets_and_validation():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4000, 3, generator=g)
@@ -169,6 +187,12 @@ def test_inputs_accepted_and_validated(metric, split):
         metric.score(x.repeat(1, 3, 1, 1), y)
     with pytest.raises(ValueError):
         metric.score(x[:1], y[:1])
+    # non-integer labels were truncated to a class silently (2.7 -> 2)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        metric.score(x, y.float() + 0.7)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        metric.score(x, 2.5)
+    assert metric.score(x, y.double()).accuracy == base.accuracy  # integral floats are fine
 
 
 def test_classifier_cache_roundtrip(metric, cache_dir, split):

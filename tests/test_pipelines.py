@@ -229,6 +229,21 @@ def test_parallel_pipeline_refuses_stochastic_schedulers_and_bad_samplers(sdxl_c
     assert par.unet is pipe.unet and par.scheduler is pipe.scheduler  # restored after errors
 
 
+def test_a_sampler_class_is_refused_before_any_work(components):
+    # the class passed the "has a callable solve" check and failed after the prompt encoding
+    # and the first UNet call, with "Sampler.solve() missing 1 required positional argument"
+    par = ParallelStableDiffusionPipeline.from_pipe(
+        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+    calls = []
+    handle = par.unet.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(TypeError, match=r"got the class SRDS; use SRDS\(\)"):
+            par("a cat", num_inference_steps=4, output_type="latent", sampler=SRDS)
+    finally:
+        handle.remove()
+    assert not calls
+
+
 def test_pipeline_for_folder(components, tmp_path):
     pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
     pipe.save_pretrained(tmp_path)
@@ -241,6 +256,24 @@ def test_pipeline_for_folder(components, tmp_path):
         pipeline_for_folder(tmp_path, scheduler="NoSuchScheduler")
     with pytest.raises(FileNotFoundError, match=r"model_index\.json"):
         pipeline_for_folder(tmp_path / "missing")
+
+
+def test_pipeline_for_folder_checks_the_scheduler_before_loading(components, tmp_path,
+                                                                 monkeypatch):
+    # a wrong scheduler name was found only after the whole pipeline had loaded (minutes for a
+    # real model), and a scheduler class instead of its name raised getattr's "attribute name
+    # must be string"
+    pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
+    pipe.save_pretrained(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded before the scheduler was checked")
+
+    monkeypatch.setattr(ParallelStableDiffusionPipeline, "from_pretrained", refuse)
+    with pytest.raises(ValueError, match="scheduler must name"):
+        pipeline_for_folder(tmp_path, scheduler="NoSuchScheduler")
+    with pytest.raises(TypeError, match="scheduler must be the name of a diffusers scheduler"):
+        pipeline_for_folder(tmp_path, scheduler=DDIMScheduler)
 
 
 @pytest.mark.parametrize("sampler", ["Picard", "QuasiNewton", "Serial"])

@@ -234,3 +234,16 @@ def test_the_dry_run_leaves_the_random_stream_alone():
     torch.manual_seed(123)
     SchedulerStepper(sched, latents.shape[1:])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_attribute_that_is_history_only_at_some_steps_keeps_its_other_value():
+    # PNDM's Runge-Kutta warm-up (skip_prk_steps=False) resets cur_model_output to the int 0
+    # every 4th step and accumulates model outputs into it otherwise: the steps where it is 0
+    # got None (a raw TypeError in step_prk: None += Tensor)
+    sched = diffusers.PNDMScheduler(**SD_BETAS, skip_prk_steps=False)
+    sched.set_timesteps(STEPS)
+    latents = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(0))
+    serial = diffusers_loop(sched, latents)
+    samples, _ = pint_diffusion.SRDS(blocks=3, tol=0).solve(
+        scheduler_trajectory(sched, network, latents), disable=True)
+    assert (samples - serial).abs().max() <= 1e-5 * serial.abs().max()

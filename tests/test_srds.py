@@ -202,6 +202,13 @@ def test_bad_input(kwargs, message):
         sample_srds(model, x, args.pop("sigmas"), disable=True, **args)
 
 
+def test_pipelined_must_be_a_bool():
+    # a string such as 'no' (or StableDiffusionSRDSPipeline's srds_pipelined='no') counted as True
+    with pytest.raises(TypeError, match="pipelined must be True or False, got 'no'"):
+        sample_srds(ToyDenoiser(), torch.randn(2, 3, 4, 4) * 20.0, karras(16), disable=True,
+                    pipelined="no")
+
+
 def test_unknown_solver():
     with pytest.raises(TypeError, match="solver must be"):
         sample_srds(ToyDenoiser(), torch.randn(1, 3, 4, 4), karras(4), solver="ddim",

@@ -6,7 +6,7 @@ the training and evaluation record) ship with the package; they were produced by
 ``python -m pint_diffusion.models.train_digits``. Loading works offline (it builds the
 model from the metadata with the diffusers constructors, never from a Hub id) and never
 unpickles; the metadata is checked against a schema (:func:`validate_metadata`) and the
-weights must be finite.
+weights must be floating point and finite.
 
 Example::
 
@@ -219,9 +219,10 @@ def validate_metadata(metadata: Any, source: str | Path = "metadata") -> dict[st
     """Check a model's metadata against the schema of ``FORMAT``; return it unchanged.
 
     Every field is checked for presence, type and range, and the fields that must agree
-    (UNet and data sizes, block lists, class labels, the beta range) are checked against each
-    other. ``unet_config`` and ``scheduler_config`` must be JSON objects (a string would name a
-    Hub repository: refused, loading never goes to the network); their other keys, besides the
+    (UNet and data sizes, block lists, class labels, the beta range, an optional
+    ``trained_betas`` list and ``num_train_timesteps``) are checked against each other.
+    ``unet_config`` and ``scheduler_config`` must be JSON objects (a string would name a Hub
+    repository: refused, loading never goes to the network); their other keys, besides the
     required ones, must be plain JSON values without NaN (:func:`load_digits_model` further
     checks that they are arguments of ``UNet2DModel`` / ``DDIMScheduler``). Other top-level
     sections (``training``, ...) are free-form.
@@ -279,6 +280,12 @@ def _cross_check(metadata: dict[str, Any], fail: Callable[[str, str, Any], Value
     if scheduler["beta_end"] <= scheduler["beta_start"]:
         raise fail("scheduler_config.beta_end",
                    f"greater than beta_start ({scheduler['beta_start']})", scheduler["beta_end"])
+    betas, steps = scheduler.get("trained_betas"), scheduler["num_train_timesteps"]
+    if betas is not None and not (isinstance(betas, list) and len(betas) == steps and all(
+            _is_number(b) and 0 < b < 1 for b in betas)):
+        raise fail("scheduler_config.trained_betas",
+                   f"null or a list of {steps} numbers in (0, 1) (one per training timestep)",
+                   betas)
     if scheduler["steps_offset"] >= scheduler["num_train_timesteps"]:
         raise fail("scheduler_config.steps_offset",
                    f"less than num_train_timesteps ({scheduler['num_train_timesteps']})",
@@ -364,12 +371,13 @@ def load_digits_model(
     range, with errors naming the file and the field); the UNet and the scheduler are then built
     by their constructors from those checked keyword arguments (never ``from_config`` or
     ``from_pretrained``, so a malformed file cannot turn into a Hub download), and every
-    floating-point tensor of the weights must be finite.
+    tensor of the weights must be floating point and finite.
 
     Raises:
         ValueError: ``path`` is not a ``.safetensors`` file; the metadata is not valid JSON or
             fails the schema; its contents are not a valid safetensors file matching the
-            metadata; or a tensor holds NaN or infinity (the message names the tensor).
+            metadata; or a tensor is not floating point or holds NaN or infinity (the message
+            names the tensor).
         FileNotFoundError: The weights or the metadata file is missing.
         ImportError: diffusers or safetensors is missing (``pip install pint-parareal[diffusion]``).
     """
@@ -391,14 +399,16 @@ def load_digits_model(
                                       meta_path)
     scheduler_kwargs = _constructor_kwargs(metadata["scheduler_config"], DDIMScheduler,
                                            "scheduler_config", meta_path)
+    # any exception of a constructor is the metadata's fault (diffusers raises UnboundLocalError
+    # for an unknown time_embedding_type, for example)
     try:
         unet = UNet2DModel(**unet_kwargs)
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+    except Exception as exc:
         raise ValueError(f"{meta_path}: field 'unet_config' does not describe a UNet2DModel: "
                          f"{exc}") from exc
     try:
         scheduler = DDIMScheduler(**scheduler_kwargs)
-    except (TypeError, ValueError, NotImplementedError) as exc:
+    except Exception as exc:
         raise ValueError(f"{meta_path}: field 'scheduler_config' does not describe a "
                          f"DDIMScheduler: {exc}") from exc
 
@@ -407,7 +417,10 @@ def load_digits_model(
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"path {str(weights)!r} is not a valid safetensors file: {exc}") from exc
     for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point():
+            raise ValueError(f"{weights}: tensor {name!r} has dtype {tensor.dtype}; the weights "
+                             f"must be floating point (the file is corrupt)")
+        if not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise ValueError(f"{weights}: tensor {name!r} has {bad} non-finite value(s) "
                              f"(NaN or infinity) of {tensor.numel()}; the weights are corrupt")

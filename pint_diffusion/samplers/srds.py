@@ -52,7 +52,7 @@ class SRDS(Sampler):
             iterations is at most ``tol``) or :class:`pint.Extrapolated` (the error extrapolated
             from the contraction; usually one iteration fewer).
         pipelined: start each block's fine solve as soon as its initial state exists (SRDS's
-            pipelined variant). Same result, fewer sequential calls.
+            pipelined variant). Same result, fewer sequential calls. A bool (else TypeError).
         max_iters: the most iterations after the coarse pass; defaults to ``blocks``, after
             which the result equals the serial sampler's.
         group: a ``torch.distributed`` process group (or ``"default"``) to spread the blocks
@@ -70,6 +70,8 @@ class SRDS(Sampler):
                                    or int(blocks) < 1):
             raise ValueError(f"blocks must be an integer in [1, N] (N: the number of steps) or "
                              f"None, got {blocks!r}")
+        if not isinstance(pipelined, bool):
+            raise TypeError(f"pipelined must be True or False, got {pipelined!r}")
         self.blocks = None if blocks is None else int(blocks)
         self.tol, self.stop, self.pipelined = check_tol(tol), stop, pipelined
         self.max_iters, self.group = max_iters, group
