@@ -143,6 +143,7 @@ class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
                     f"{key}={value!r} is not supported by SRDS sampling (the probability-flow "
                     f"ODE view); leave it at {_UNSUPPORTED[key]!r}"
                 )
+        _check_guidance({"guidance_scale": guidance_scale})
         size = self.unet.config.sample_size
         height = height or (size if isinstance(size, int) else size[0]) * self.vae_scale_factor
         width = width or (size if isinstance(size, int) else size[1]) * self.vae_scale_factor
@@ -360,6 +361,18 @@ _REFUSED: dict[str, Any] = {
 }
 
 
+def _check_guidance(options: dict[str, Any]) -> None:
+    """Guidance weights given as numbers must be finite: the pipelines compare them with 1 to
+    decide whether to guide, so NaN would silently turn guidance off."""
+    import math
+    from numbers import Real
+
+    for key in ("guidance_scale", "true_cfg_scale"):
+        value = options.get(key)
+        if isinstance(value, Real) and not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value!r}")
+
+
 class ParallelMixin:
     """Replaces only the denoising loop of a diffusers pipeline with a parallel sampler.
 
@@ -380,8 +393,9 @@ class ParallelMixin:
     is split into several calls: same result and depth, less memory). Refused with
     ``ValueError``: stochastic schedulers or options (``eta > 0``, ...),
     ``callback_on_step_end``, ``guidance_rescale > 0``, ``denoising_end``, IP-Adapter inputs,
-    SD3's ``skip_guidance_layers``, and Picard-type samplers with a tolerance on schedulers that
-    keep history.
+    SD3's ``skip_guidance_layers``, a non-finite ``guidance_scale`` or ``true_cfg_scale`` (NaN
+    would turn guidance off), and Picard-type samplers with a tolerance on schedulers that keep
+    history.
     """
 
     family: type = type(None)
@@ -397,6 +411,7 @@ class ParallelMixin:
                 raise ValueError(
                     f"{key}={kwargs[key]!r} is not supported by parallel sampling (the loop's "
                     f"steps run out of order); leave it at {harmless!r}")
+        _check_guidance(kwargs)
         if isinstance(sampler, type):
             raise TypeError(f"sampler must be a sampler object, not a class: got the class "
                             f"{sampler.__name__}; use {sampler.__name__}()")

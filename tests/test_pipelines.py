@@ -244,6 +244,30 @@ def test_a_sampler_class_is_refused_before_any_work(components):
     assert not calls
 
 
+@pytest.mark.parametrize(("build", "option"), [
+    ("srds", "guidance_scale"), ("sd", "guidance_scale"), ("flux", "guidance_scale"),
+    ("flux", "true_cfg_scale")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_guidance_is_refused_before_any_work(build, option, value, components,
+                                                        flux_components):
+    # the pipelines guide only when the weight exceeds 1: NaN silently turned guidance off
+    if build == "flux":
+        par, network = ParallelFluxPipeline.from_pipe(
+            tiny_flux_pipeline(components=flux_components)), "transformer"
+    else:
+        pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
+        kind = StableDiffusionSRDSPipeline if build == "srds" else ParallelStableDiffusionPipeline
+        par, network = kind.from_pipe(pipe), "unet"
+    calls = []
+    handle = getattr(par, network).register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=f"{option} must be a finite number"):
+            par("a cat", num_inference_steps=4, output_type="latent", **{option: value})
+    finally:
+        handle.remove()
+    assert not calls
+
+
 def test_pipeline_for_folder(components, tmp_path):
     pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
     pipe.save_pretrained(tmp_path)
