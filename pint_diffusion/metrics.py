@@ -38,6 +38,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -438,20 +439,34 @@ class DigitsMetric:
         fd = gaussian_frechet_distance(*_moments(feats.double().numpy()), *self._test_moments)
         return MetricResult(accuracy, fd, self.reference_frechet_distance(n), n)
 
+    def _subset_size(self, num_samples: object) -> int:
+        """How many training digits ``num_samples`` asks for (all for ``None`` or more)."""
+        total = self._train_images.shape[0]
+        if num_samples is None:
+            return total
+        if isinstance(num_samples, bool) or not isinstance(num_samples, Integral) or (
+                num_samples < 2):
+            raise ValueError(f"num_samples must be an integer >= 2 (a covariance needs two "
+                             f"samples) or None, got {num_samples!r}")
+        return min(int(num_samples), total)
+
     def reference_frechet_distance(self, num_samples: int | None = None) -> float:
         """FD of ``num_samples`` real training digits (fixed random subset) to the held-out digits.
 
         Args:
-            num_samples: How many training digits; ``None`` (or more than the 1347) uses all.
+            num_samples: How many training digits, at least 2; ``None`` (or more than the
+                1347) uses all.
 
         Returns:
             The distance. Cached per sample count.
+
+        Raises:
+            ValueError: ``num_samples`` is not an integer >= 2 (or ``None``).
         """
-        total = self._train_images.shape[0]
-        n = total if num_samples is None else max(2, min(int(num_samples), total))
+        n = self._subset_size(num_samples)
         if n not in self._reference_cache:
             generator = torch.Generator().manual_seed(12345)
-            idx = torch.randperm(total, generator=generator)[:n]
+            idx = torch.randperm(len(self._train_images), generator=generator)[:n]
             feats = self.features(self._train_images[idx])
             self._reference_cache[n] = gaussian_frechet_distance(
                 *_moments(feats.double().numpy()), *self._test_moments
@@ -462,16 +477,20 @@ class DigitsMetric:
         """The real-vs-real reference: real training digits scored exactly like generated ones.
 
         Args:
-            num_samples: How many training digits (a fixed random subset); ``None`` uses all 1347.
+            num_samples: How many training digits (a fixed random subset), at least 2; ``None``
+                uses all 1347.
 
         Returns:
             A :class:`MetricResult` whose ``accuracy`` is the classifier's accuracy on those
             training digits and whose ``frechet_distance`` equals its
             ``reference_frechet_distance``. (:attr:`heldout_accuracy` gives the accuracy on unseen
             real digits.)
+
+        Raises:
+            ValueError: ``num_samples`` is not an integer >= 2 (or ``None``).
         """
         total = self._train_images.shape[0]
-        n = total if num_samples is None else max(2, min(int(num_samples), total))
+        n = self._subset_size(num_samples)
         generator = torch.Generator().manual_seed(12345)
         idx = torch.randperm(total, generator=generator)[:n]
         return self.score(self._train_images[idx], self._train_labels[idx])

@@ -71,6 +71,7 @@ __all__ = [
 _UNSUPPORTED = {
     "timesteps": None, "sigmas": None, "ip_adapter_image": None, "ip_adapter_image_embeds": None,
     "callback_on_step_end": None, "eta": 0.0, "guidance_rescale": 0.0,
+    "callback_on_step_end_tensor_inputs": ["latents"],
 }
 
 

@@ -142,6 +142,14 @@ def test_reference_uses_training_digits(metric):
     assert metric.reference_frechet_distance(None) < metric.reference_frechet_distance(100)
 
 
+@pytest.mark.parametrize("num_samples", [0, -3, 1, 2.5, True])
+def test_reference_sample_counts_are_checked(metric, num_samples):
+    # 0 and -3 silently used 2 digits
+    for reference in (metric.reference, metric.reference_frechet_distance):
+        with pytest.raises(ValueError, match="num_samples must be an integer >= 2"):
+            reference(num_samples)
+
+
 @pytest.mark.parametrize("kind", ["uniform", "gaussian", "constant"])
 def test_noise_scores_low(metric, kind):
     g = torch.Generator().manual_seed(1)

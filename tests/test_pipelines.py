@@ -69,12 +69,27 @@ def test_images_and_generator(components):
 @pytest.mark.parametrize(("kwargs", "error"), [
     (dict(eta=0.5), ValueError), (dict(guidance_rescale=0.7), ValueError),
     (dict(callback_on_step_end=print), ValueError), (dict(not_an_option=1), TypeError),
+    (dict(callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]), ValueError),
 ])
 def test_refuses_options_outside_the_ode_view(components, kwargs, error):
     srds = StableDiffusionSRDSPipeline.from_pipe(
         tiny_sd_pipeline(ddim("epsilon", False), components=components))
     with pytest.raises(error, match=next(iter(kwargs))):
         srds("a cat", num_inference_steps=4, output_type="latent", **kwargs)
+
+
+def test_accepts_the_defaults_of_options_it_cannot_honour(components):
+    # diffusers' own default callback_on_step_end_tensor_inputs was refused as unexpected
+    srds = StableDiffusionSRDSPipeline.from_pipe(
+        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+    srds.set_progress_bar_config(disable=True)
+    call = dict(num_inference_steps=4, output_type="latent", srds_tol=0.0,
+                generator=torch.Generator().manual_seed(0))
+    plain = srds("a cat", **call).images
+    call["generator"] = torch.Generator().manual_seed(0)
+    same = srds("a cat", callback_on_step_end_tensor_inputs=["latents"], eta=0.0,
+                guidance_rescale=0.0, timesteps=None, **call).images
+    assert torch.equal(plain, same)
 
 
 # ------------------------------------------------------------------------------------------
