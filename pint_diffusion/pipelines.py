@@ -374,6 +374,19 @@ def _check_guidance(options: dict[str, Any]) -> None:
             raise ValueError(f"{key} must be a finite number, got {value!r}")
 
 
+def _check_custom_schedule(scheduler: Any, options: dict[str, Any]) -> None:
+    """Custom ``timesteps``/``sigmas`` need a scheduler whose ``set_timesteps`` takes them; said
+    here, naming it (diffusers would name the loop's stand-in in place of the scheduler)."""
+    import inspect
+
+    accepted = inspect.signature(scheduler.set_timesteps).parameters
+    for key in ("timesteps", "sigmas"):
+        if options.get(key) is not None and key not in accepted:
+            raise ValueError(f"{key}: {type(scheduler).__name__}.set_timesteps does not take "
+                             f"custom {key}; use a scheduler that does (e.g. "
+                             f"EulerDiscreteScheduler) or leave {key}=None")
+
+
 class ParallelMixin:
     """Replaces only the denoising loop of a diffusers pipeline with a parallel sampler.
 
@@ -413,6 +426,7 @@ class ParallelMixin:
                     f"{key}={kwargs[key]!r} is not supported by parallel sampling (the loop's "
                     f"steps run out of order); leave it at {harmless!r}")
         _check_guidance(kwargs)
+        _check_custom_schedule(self.scheduler, kwargs)
         if isinstance(sampler, type):
             raise TypeError(f"sampler must be a sampler object, not a class: got the class "
                             f"{sampler.__name__}; use {sampler.__name__}()")

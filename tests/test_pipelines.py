@@ -259,6 +259,17 @@ def test_a_sampler_class_is_refused_before_any_work(components):
     assert not calls
 
 
+@pytest.mark.parametrize("option", [dict(timesteps=[900, 500, 100]),
+                                    dict(sigmas=[10.0, 5.0, 1.0])])
+def test_a_custom_schedule_the_scheduler_cannot_take_names_the_scheduler(components, option):
+    # diffusers' own error named the loop's stand-in class instead of DDIMScheduler
+    par = ParallelStableDiffusionPipeline.from_pipe(
+        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+    key = next(iter(option))
+    with pytest.raises(ValueError, match=f"{key}: DDIMScheduler.set_timesteps does not take"):
+        par("a cat", output_type="latent", **option)
+
+
 @pytest.mark.parametrize(("build", "option"), [
     ("srds", "guidance_scale"), ("sd", "guidance_scale"), ("flux", "guidance_scale"),
     ("flux", "true_cfg_scale")])
