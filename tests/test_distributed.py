@@ -144,6 +144,8 @@ def check_solution(sol, ref, fixed_cost=True):
     assert sol.converged == ref.converged
     assert sol.residuals == ref.residuals
     assert sol.stats.predicted_sequential_nfe == ref.stats.predicted_sequential_nfe
+    # the depth of the dependency graph, not the receiving rank's own rounds of other work
+    assert sol.stats.sequential_nfe == ref.stats.sequential_nfe
     if fixed_cost:
         assert sol.stats.nfe >= ref.stats.nfe
     if ref.sample_iterations is None:
@@ -348,6 +350,7 @@ def test_distributed_srds_equals_single_process_srds(tmp_path):
             assert torch.equal(dist_info.sample_iterations, info.sample_iterations)
             assert dist_info.residuals == info.residuals
             assert dist_info.converged == info.converged
+            assert dist_info.sequential_nfe == info.sequential_nfe
         (_, info_tol), _ = result[1e-3]
         assert info_tol.iterations < 6  # the tolerance stopped it early
 
