@@ -131,12 +131,12 @@ def parareal(
         max_iters = check_options(y0, t, tol=tol, max_iters=max_iters, norm=norm, stop=stop,
                                   independent=independent, limit=len(t) - 1, callback=callback)
         check_propagators(coarse=coarse, fine=fine)
-    except (TypeError, ValueError) as caught:
+        if transport.distributed and (callback is not None or store_iterates):
+            raise ValueError("callback and store_iterates are not supported over processes")
+    except (TypeError, ValueError) as caught:  # raised on every process by the agreement
         error = caught
     transport.agree(y0, t, (float(tol) if error is None else tol, max_iters, norm is None,
                             independent, repr(stop)), error)
-    if transport.distributed and (callback is not None or store_iterates):
-        raise ValueError("callback and store_iterates are not supported over processes")
     states = y0 if independent else y0.unsqueeze(0)
     lo, hi = transport.owned(len(t) - 1)
     engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
