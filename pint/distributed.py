@@ -74,8 +74,8 @@ def parareal(
         On every rank, the same :class:`pint.Solution` as :func:`pint.parareal` (``ys`` equal
         to round-off, bit-equal when ``f`` computes each row independently of the batch it is
         in), with ``iterates=None``. ``stats`` counts the evaluations of all ranks;
-        ``sequential_nfe`` is the depth of this run, a Lamport clock of evaluation rounds
-        across the ranks (messages count as free); ``wall_time`` is this rank's.
+        ``sequential_nfe`` is the depth of the dependency graph across the ranks (messages
+        count as free), the same as :func:`pint.parareal`'s; ``wall_time`` is this rank's.
 
     Raises:
         ValueError: invalid arguments on any rank (every rank raises), arguments that differ

@@ -144,6 +144,8 @@ def check_solution(sol, ref, fixed_cost=True):
     assert sol.converged == ref.converged
     assert sol.residuals == ref.residuals
     assert sol.stats.predicted_sequential_nfe == ref.stats.predicted_sequential_nfe
+    # the depth of the dependency graph, not the receiving rank's own rounds of other work
+    assert sol.stats.sequential_nfe == ref.stats.sequential_nfe
     if fixed_cost:
         assert sol.stats.nfe >= ref.stats.nfe
     if ref.sample_iterations is None:
@@ -348,8 +350,37 @@ def test_distributed_srds_equals_single_process_srds(tmp_path):
             assert torch.equal(dist_info.sample_iterations, info.sample_iterations)
             assert dist_info.residuals == info.residuals
             assert dist_info.converged == info.converged
+            assert dist_info.sequential_nfe == info.sequential_nfe
         (_, info_tol), _ = result[1e-3]
         assert info_tol.iterations < 6  # the tolerance stopped it early
+
+
+def srds_callback_on_rank_0(rank, world):
+    """A progress callback on rank 0 only (refused with group=), the process staying alive."""
+    from pint_diffusion import sample_srds
+
+    def denoiser(x, sigma):
+        return x / (1 + sigma[:, None] ** 2)
+
+    sigmas = torch.linspace(10.0, 0.0, 13)
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0)) * 10
+    try:
+        return sample_srds(denoiser, x, sigmas, group="default", disable=True,
+                           callback=(lambda info: None) if rank == 0 else None)
+    except ValueError:
+        time.sleep(8 if rank == 0 else 0)  # a notebook: the process goes on
+        raise
+
+
+def test_a_callback_on_one_rank_is_refused_on_every_rank(tmp_path):
+    """It was refused before the up-front agreement, on rank 0 only: rank 1 waited in it until
+    rank 0's process ended (or the group's 30-minute timeout)."""
+    results = spawn(srds_callback_on_rank_0, 2, tmp_path, wait=30)
+    for rank, result in results.items():
+        assert result is not None and result.get("error") == "ValueError", (rank, result)
+    assert "not supported" in results[0]["message"]
+    assert "rank(s) [0] refused their inputs" in results[1]["message"]
+    assert results[1]["elapsed"] < 5, results[1]  # not when rank 0's process ends, 8 s later
 
 
 def test_needs_an_initialized_group():

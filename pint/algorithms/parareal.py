@@ -131,12 +131,12 @@ def parareal(
         max_iters = check_options(y0, t, tol=tol, max_iters=max_iters, norm=norm, stop=stop,
                                   independent=independent, limit=len(t) - 1, callback=callback)
         check_propagators(coarse=coarse, fine=fine)
-    except (TypeError, ValueError) as caught:
+        if transport.distributed and (callback is not None or store_iterates):
+            raise ValueError("callback and store_iterates are not supported over processes")
+    except (TypeError, ValueError) as caught:  # raised on every process by the agreement
         error = caught
     transport.agree(y0, t, (float(tol) if error is None else tol, max_iters, norm is None,
                             independent, repr(stop)), error)
-    if transport.distributed and (callback is not None or store_iterates):
-        raise ValueError("callback and store_iterates are not supported over processes")
     states = y0 if independent else y0.unsqueeze(0)
     lo, hi = transport.owned(len(t) - 1)
     engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
@@ -243,6 +243,11 @@ class Parareal:
         self.formed: set[tuple[int, int]] = set()
         self.complete: set[int] = set()  # iterations whose boundaries lo..hi are all formed
         self.formed_at: dict[int, int] = {}  # k -> depth at which boundary hi was formed
+        # The depth of each value: a boundary's is the largest of its inputs', a propagation's
+        # output's is its start's plus its evaluations. In one process it equals the engine's
+        # round count; over processes it is the same number, however the ranks' rounds
+        # interleave (a rank's own rounds of other work are no dependency).
+        self.done_at: dict[tuple[str, int, int], int] = {}  # (label, slice, iteration) -> depth
         self.decided = -1  # the last iteration whose convergence test is known
         self.labels = ("coarse", "fine")  # the kinds of work, as counted in Stats.evaluations
         self.pending: tuple[int, object] | None = None  # the convergence test in flight
@@ -253,7 +258,7 @@ class Parareal:
             self.transport.begin(self)
             try:
                 if self.lo == 0:
-                    self.form(0, 0, self.tables[0][0])
+                    self.form(0, 0, self.tables[0][0], 0)
                 while not self.it.done:
                     if self.transport.poll(self):
                         continue
@@ -284,11 +289,11 @@ class Parareal:
     def receive(self, k: int, value: Tensor, clock: int) -> None:
         """Boundary ``lo`` of iteration ``k``, computed at depth ``clock`` by the previous
         process, arrived."""
-        self.engine.sync_clock(clock)
-        self.form(self.lo, k, self.it.take(value))
+        self.form(self.lo, k, self.it.take(value), clock)
 
-    def form(self, m: int, k: int, value: Tensor) -> None:
-        """Boundary ``m`` of iteration ``k`` is known for the active problems."""
+    def form(self, m: int, k: int, value: Tensor, clock: int) -> None:
+        """Boundary ``m`` of iteration ``k``, of depth ``clock``, is known for the active
+        problems."""
         members = self.it.members(value.device)
 
         def fail() -> None:
@@ -312,32 +317,36 @@ class Parareal:
             self.coarse_out.pop((m - 1, k - 1), None)
             self.fine_out.pop((m - 1, k - 1), None)
         if m < self.hi:
-            self.start("coarse", [m], k)
+            self.start("coarse", [m], k, clock)
             if self.pipelined and k < self.it.max_iters:
-                self.start("fine", [m], k)
+                self.start("fine", [m], k, clock)
             return
-        self.formed_at[k] = self.engine.rounds
+        self.formed_at[k] = clock
         if self.hi < self.n:
-            self.transport.send(self, k, table[-1], self.engine.rounds)
+            self.transport.send(self, k, table[-1], clock)
         self.complete.add(k)
         self.test_next()
 
-    def start(self, label: str, slices: list[int], k: int) -> None:
-        """Propagate the active problems across ``slices`` from iteration ``k``'s boundaries."""
+    def start(self, label: str, slices: list[int], k: int, clock: int) -> None:
+        """Propagate the active problems across ``slices`` from iteration ``k``'s boundaries,
+        known at depth ``clock``."""
         samples = self.it.active
         table = self.tables[k]
         y0 = torch.cat([self.it.take(table[n - self.lo]) for n in slices])
         rows = len(y0) // len(slices)
         points = torch.tensor(slices).repeat_interleave(rows)
         members = self.it.members(y0.device)
+        began = self.engine.rounds
 
         def on_done(y1: Tensor) -> None:
             outputs = self.coarse_out if label == "coarse" else self.fine_out
+            done = clock + self.engine.rounds - began  # one evaluation per round since start
             for n, part in zip(slices, y1.split(rows), strict=True):
                 if samples is not None:
                     part = part.new_zeros((self.batch, *part.shape[1:])).index_copy_(
                         0, samples, part)
                 outputs[n, k] = part
+                self.done_at[label, n, k] = done
             for n in slices:
                 if label == "coarse":
                     self.try_form(n + 1, k)
@@ -355,7 +364,10 @@ class Parareal:
             return
         value = boundary_update(m, k, self.coarse_out, self.fine_out)
         if value is not None:
-            self.form(m, k, self.it.take(value))
+            n, at = m - 1, self.done_at
+            inputs = ([("coarse", n, 0)] if k == 0 else [("fine", n, k - 1)] if n == k - 1
+                      else [("coarse", n, k), ("fine", n, k - 1), ("coarse", n, k - 1)])
+            self.form(m, k, self.it.take(value), max(at[key] for key in inputs))
 
     # -- the convergence test --------------------------------------------------------------
     def test_next(self) -> None:
@@ -383,5 +395,5 @@ class Parareal:
         if self.it.done:
             return
         if not self.pipelined and max(k, self.lo) < self.hi:
-            self.start("fine", list(range(max(k, self.lo), self.hi)), k)
+            self.start("fine", list(range(max(k, self.lo), self.hi)), k, self.engine.rounds)
         self.test_next()

@@ -6,8 +6,8 @@ Boundary ``lo`` of every iteration comes from the previous rank and boundary ``h
 next one; a rank works on an iteration as soon as its initial state arrives, so iterations flow
 through the ranks like a pipeline. The convergence test of an iteration is an exchange, every
 rank sending its share of the residual to every other one, so no rank waits for it while it has
-work. Messages carry the sender's depth, so the depth of the whole solve is a Lamport clock of
-evaluation rounds (messages count as free).
+work. Messages carry the depth at which their boundary was formed, so the depth of the whole
+solve is that of its dependency graph (messages count as free), as in one process.
 
 Everything after the up-front agreement is a point-to-point message (``isend``/``irecv``): a
 fixed-size header (kind, iteration, depth, and for an abort the failing rank and its error)

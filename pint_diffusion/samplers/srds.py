@@ -96,10 +96,9 @@ class SRDS(Sampler):
         bounds = self.bounds(trajectory)
         t = trajectory.grid[bounds]
         transport = None
+        unsupported = progress is not None and (progress.callback is not None or
+                                                progress.iterates is not None)
         if self.group is not None:
-            if progress is not None and (progress.callback is not None or
-                                         progress.iterates is not None):
-                raise ValueError("callback and store_iterates are not supported with group=")
             from pint.distributed import Distributed
 
             group = None if isinstance(self.group, str) and self.group == "default" else self.group
@@ -108,7 +107,8 @@ class SRDS(Sampler):
             trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t), fine=trajectory.fine,
             tol=self.tol, max_iters=self.max_iters, norm=final_rms(trajectory), stop=self.stop,
             pipelined=self.pipelined or transport is not None, vectorized=True, independent=True,
-            callback=None if transport is not None else progress, max_batch=max_batch,
+            # over processes a callback or store_iterates is refused by every rank at once
+            callback=progress if transport is None or unsupported else None, max_batch=max_batch,
             transport=transport,
         )
         if transport is not None and progress is not None:
