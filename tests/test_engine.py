@@ -189,13 +189,6 @@ def test_pending_checks_are_read_when_a_task_fails_and_every_64_rounds():
     assert engine.rounds == MAX_PENDING_CHECKS
 
 
-def test_sync_clock_is_a_lamport_clock():
-    engine = Engine(lambda t, y: y)
-    engine.sync_clock(7)
-    engine.sync_clock(3)
-    assert engine.rounds == 7
-
-
 def test_a_propagation_must_yield_requests():
     def bad():
         yield "f(t, y) please"

@@ -8,7 +8,7 @@ import torch
 from devices import DEVICES
 
 import pint
-from pint_diffusion import Euler, Heun, block_boundaries, sample_srds
+from pint_diffusion import SRDS, Euler, Heun, block_boundaries, sample_srds
 
 SOLVERS = {"euler": Euler, "heun": Heun}
 K_SAMPLERS = {"euler": "sample_euler", "heun": "sample_heun"}
@@ -207,6 +207,20 @@ def test_pipelined_must_be_a_bool():
     with pytest.raises(TypeError, match="pipelined must be True or False, got 'no'"):
         sample_srds(ToyDenoiser(), torch.randn(2, 3, 4, 4) * 20.0, karras(16), disable=True,
                     pipelined="no")
+
+
+def test_drop_failed_is_refused_over_processes():
+    # a rank that dropped a sample would sample again alone while the others stop
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return ToyDenoiser()(x, sigma)
+
+    with pytest.raises(ValueError, match="drop_failed is not supported with group="):
+        SRDS(group="default").sample(model, torch.randn(2, 3, 4, 4) * 20.0, karras(16),
+                                     disable=True, drop_failed=True)
+    assert not calls
 
 
 def test_unknown_solver():

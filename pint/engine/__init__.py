@@ -236,10 +236,6 @@ class Engine:
                 self.close()
                 fail()
 
-    def sync_clock(self, rounds: int) -> None:
-        """A value computed elsewhere at depth ``rounds`` arrived (a Lamport clock)."""
-        self.rounds = max(self.rounds, rounds)
-
     def _drain(self) -> None:
         """Run the completions of finished tasks, first in, first out."""
         if self._draining:

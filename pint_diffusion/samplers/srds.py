@@ -58,7 +58,8 @@ class SRDS(Sampler):
         group: a ``torch.distributed`` process group (or ``"default"``) to spread the blocks
             over its ranks (:func:`pint.distributed.parareal`): every rank samples with the same
             arguments (and its own copy of the model) and gets the same samples as in one
-            process. The schedule is always pipelined; no callback or ``store_iterates``.
+            process. The schedule is always pipelined; no callback, ``store_iterates`` or
+            ``drop_failed`` (a rank cannot sample again without the others).
     """
 
     name = "SRDS"
@@ -84,6 +85,14 @@ class SRDS(Sampler):
         n = trajectory.steps
         blocks = min(n, max(1, round(2 * math.sqrt(n)))) if self.blocks is None else self.blocks
         return block_boundaries(n, blocks)
+
+    def solve(self, trajectory: Trajectory, *args: Any, drop_failed: bool = False,
+              **kwargs: Any) -> tuple[Tensor, SamplerInfo]:
+        """:meth:`Sampler.solve`; ``drop_failed`` is refused with ``group`` (ValueError)."""
+        if drop_failed is True and self.group is not None:
+            raise ValueError("drop_failed is not supported with group= (over processes, a rank "
+                             "cannot sample again without the others)")
+        return super().solve(trajectory, *args, drop_failed=drop_failed, **kwargs)
 
     def iterations_bound(self, trajectory: Trajectory) -> int:
         """At most one iteration per block."""
