@@ -345,38 +345,35 @@ def test_bundled_metadata_passes_the_schema():
     assert load_metadata() == meta
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-def test_nonfinite_weights_are_refused(model_copy, bad):
+def _refused_weights(model_copy, spoil):
+    """Spoil one tensor of a copy of the bundled weights; the loader's error and its name."""
     from safetensors.torch import load_file, save_file
 
     path, metadata = model_copy
     state = load_file(str(DEFAULT_WEIGHTS))
     name = sorted(state)[len(state) // 2]
-    state[name] = state[name].clone()
-    state[name].view(-1)[3] = bad
+    state[name] = spoil(state[name].clone())
     save_file(state, str(path))
     _write_meta(path, metadata)
     with pytest.raises(ValueError) as info:
         load_digits_model(path=path)
-    assert repr(name) in str(info.value) and "non-finite" in str(info.value)
-    assert str(path) in str(info.value)
+    assert repr(name) in str(info.value) and str(path) in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nonfinite_weights_are_refused(model_copy, bad):
+    def spoil(weights):
+        weights.view(-1)[3] = bad
+        return weights
+
+    assert "non-finite" in _refused_weights(model_copy, spoil)
 
 
 def test_integer_weights_are_refused(model_copy):
     """An integer tensor (e.g. a file saved with the wrong dtype) was cast to float and loaded:
     a silently wrong model."""
-    from safetensors.torch import load_file, save_file
-
-    path, metadata = model_copy
-    state = load_file(str(DEFAULT_WEIGHTS))
-    name = sorted(state)[len(state) // 2]
-    state[name] = state[name].to(torch.int8)
-    save_file(state, str(path))
-    _write_meta(path, metadata)
-    with pytest.raises(ValueError) as info:
-        load_digits_model(path=path)
-    assert repr(name) in str(info.value) and "torch.int8" in str(info.value)
-    assert str(path) in str(info.value)
+    assert "torch.int8" in _refused_weights(model_copy, lambda weights: weights.to(torch.int8))
 
 
 #: Every checked field of the metadata (the free-form ones, such as ``training`` and
