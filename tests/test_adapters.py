@@ -431,7 +431,7 @@ def test_sigma_lookup_agrees_with_comparing_every_schedule_point(steps, dtype, p
     every schedule point within 4 eps(dtype) * sigma + 1e-12 of the query matches."""
     denoiser = DiffusersDenoiser(tiny_class_unet(), _ddim(set_alpha_to_one=False))
     sigmas = denoiser.sigmas(steps)
-    table = denoiser._table_sigmas
+    table = denoiser.table.sigmas
     rows = [min(int(p * len(table)), len(table) - 1) for p in picks]
     query = (table[rows] * (1 + shift)).to(dtype)
     eps = max(torch.finfo(torch.float32).eps, torch.finfo(dtype).eps)
@@ -439,13 +439,13 @@ def test_sigma_lookup_agrees_with_comparing_every_schedule_point(steps, dtype, p
     hits = near.sum(1)
     if bool((hits == 1).all()):
         expected = near.to(torch.int64).argmax(1)
-        assert torch.equal(denoiser._lookup(query), expected)
+        assert torch.equal(denoiser.table.index(query), expected)
         assert torch.equal(denoiser.sigma_to_timestep(query),
-                           denoiser._table_timesteps[expected])
+                           denoiser.table.timesteps[expected])
     else:
         reason = "not a point" if bool((hits == 0).any()) else "several schedule points"
         with pytest.raises(ValueError, match=reason):
-            denoiser._lookup(query)
+            denoiser.table.index(query)
     assert len(sigmas) == steps + 1
 
 
