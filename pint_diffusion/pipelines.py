@@ -283,7 +283,8 @@ class ParallelMixin:
     ``QuasiNewton(...)``, ``Picard(...)``, ``Serial()``; default :func:`default_sampler`. The run's
     statistics (:class:`pint_diffusion.SamplerInfo`) are in ``out.info`` (and
     ``pipe.last_info``). ``max_batch=`` caps the rows of one model call (a round of more rows
-    is split into several calls: same result and depth, less memory). Refused with
+    is split into several calls: same result and depth, less memory). Keyword arguments the
+    pipeline does not name raise ``TypeError`` (diffusers would ignore them). Refused with
     ``ValueError``: stochastic schedulers or options (``eta > 0``, ...),
     ``callback_on_step_end``, ``guidance_rescale > 0``, ``denoising_end``, IP-Adapter inputs,
     SD3's ``skip_guidance_layers``, a non-finite ``guidance_scale`` or ``true_cfg_scale`` (NaN

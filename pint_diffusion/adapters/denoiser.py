@@ -218,7 +218,8 @@ class DiffusersDenoiser(nn.Module):
             raise ValueError(f"guidance_scale={self.guidance_scale} > 1 needs unconditional "
                              f"conditioning: pass uncond_<key> for "
                              f"{sorted(set(cond) - set(uncond)) or list(CONDITIONING_KEYS)}")
-        samples = _samples({**cond, **(uncond if guided else {})}, batch)
+        samples = _samples({**cond, **{"uncond_" + k: v for k, v in uncond.items() if guided}},
+                           batch)
         model = Guided(UNetCall(self.unet, **shared), cond, samples,
                        uncond=uncond if guided else None, scale=self.guidance_scale)
         x_in = x * alpha
