@@ -90,12 +90,15 @@ fig.tight_layout()
 # The pipeline drives the scheduler's own ``step`` (its history, for multistep schedulers,
 # is part of the state), so every deterministic diffusers scheduler works: DDIM, Euler,
 # Heun, DPM++ 2M (Karras), UniPC, PNDM, ... At full iterations the latents are the serial
-# pipeline's. Swap the scheduler as you would for the serial pipeline:
+# pipeline's. Models trained with ``prediction_type="v_prediction"`` (Stable Diffusion 2.x at
+# 768 px) or ``"sample"`` need nothing else either: the scheduler reads the model output as it
+# always does. Swap the scheduler as you would for the serial pipeline:
 call = dict(prompt=prompts, num_inference_steps=25, guidance_scale=7.5, output_type="latent")
 for name, scheduler in {
     "EulerDiscrete": EulerDiscreteScheduler.from_config(pipe.scheduler.config),
     "DPM++ 2M Karras": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config,
                                                                use_karras_sigmas=True),
+    "DDIM, v-prediction": DDIMScheduler(**sd_scheduler, prediction_type="v_prediction"),
 }.items():
     pipe.scheduler = scheduler
     srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
@@ -104,19 +107,6 @@ for name, scheduler in {
     out = srds(generator=torch.Generator().manual_seed(0), **call)
     print(f"{name}: depth {out.info.sequential_nfe} vs 25, "
           f"max |SRDS - serial| {(out.images - serial).abs().max():.1e}")
-
-# %%
-# v-prediction
-# ------------
-# Models trained with ``prediction_type="v_prediction"`` (Stable Diffusion 2.x at 768 px)
-# and ``"sample"`` need nothing else: the scheduler reads the model output as it always does.
-pipe.scheduler = DDIMScheduler(**sd_scheduler, prediction_type="v_prediction")
-srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
-srds.set_progress_bar_config(disable=True)
-serial = pipe(generator=torch.Generator().manual_seed(0), **call).images
-out = srds(generator=torch.Generator().manual_seed(0), **call)
-print(f"v-prediction: depth {out.info.sequential_nfe} vs 25, "
-      f"max |SRDS - serial| {(out.images - serial).abs().max():.1e}")
 
 # %%
 # What is refused
