@@ -108,7 +108,7 @@ def bench_steps(pipes: dict[str, Any], steps: int, tols: list[float], paradigms_
         for tol in tols:
             wall, out = median_time(lambda tol=tol: pipes["srds"](
                 latents=noise.clone(), srds_tol=tol, **call), repeats)
-            info = out.srds
+            info = out.info
             add(f"StableDiffusionSRDSPipeline B={blocks}", f"SRDS B={blocks}", tol, wall,
                 out.images, info.sequential_nfe, info.nfe, info.iterations)
         cond, uncond = pipes["serial"].encode_prompt(PROMPTS, "cpu", 1, True, None)

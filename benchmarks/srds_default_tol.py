@@ -47,7 +47,7 @@ def main() -> None:
                     continue
                 out = srds(latents=noise.clone(), srds_tol=tol, srds_pipelined=pipelined,
                            **call)
-                info, diff = out.srds, out.images - serial
+                info, diff = out.info, out.images - serial
                 rows.append(dict(
                     steps=steps, pipelined=pipelined, tol=tol, blocks=len(info.blocks) - 1,
                     iterations=info.iterations, nfe=info.nfe,

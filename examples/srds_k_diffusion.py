@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import pint
-from pint_diffusion import Euler, Heun, OnSchedule, sample_srds
+from pint_diffusion import EulerSolver, HeunSolver, OnSchedule, sample_srds
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
@@ -49,7 +49,7 @@ def serial_sampler(name: str):
 
         return getattr(load_k_sampling(), f"sample_{name}")
     except ImportError:
-        solver = {"euler": Euler(), "heun": Heun()}[name]
+        solver = {"euler": EulerSolver(), "heun": HeunSolver()}[name]
 
         def sample(model, x, sigmas, disable=True):
             def field(t, y):
@@ -65,7 +65,7 @@ def main() -> None:
     model = gaussian_denoiser()
     source = serial_sampler("euler").__module__
     print("serial samplers: " + ("k-diffusion's" if "sampling" in source else "pint.serial"))
-    for name, solver in (("euler", Euler()), ("heun", Heun())):
+    for name, solver in (("euler", EulerSolver()), ("heun", HeunSolver())):
         for steps in (25, 100):
             sigmas = karras_sigmas(steps)
             x = torch.randn(8, 3, 16, 16) * sigmas[0]

@@ -17,10 +17,8 @@ import torch
 def load_pipeline(model: str | None):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    if model is not None:
-        pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True)
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        return pipe
+    if model is not None:  # its own scheduler: any deterministic one works
+        return StableDiffusionPipeline.from_pretrained(model, local_files_only=True)
     from pint_diffusion.testing import tiny_sd_pipeline
 
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
@@ -50,7 +48,7 @@ def main() -> None:
     serial = pipe(generator=torch.Generator().manual_seed(args.seed), **call).images
     serial_time = time.perf_counter() - start
     out = srds(generator=torch.Generator().manual_seed(args.seed), **call)
-    info = out.srds
+    info = out.info
     diff = out.images - serial
     print(f"serial: {args.steps} sequential UNet calls, {serial_time:.2f} s")
     print(f"SRDS:   {info.iterations} iterations, {info.sequential_nfe} sequential calls "

@@ -7,11 +7,14 @@
   :func:`sample_picard` (ParaDiGMS) and :class:`Serial` / :func:`sample_serial` (the serial
   sampler they converge to, k-diffusion's ``sample_euler``/``sample_heun``); all return a
   :class:`SamplerInfo`.
-- :class:`Euler` (DDIM) and :class:`Heun`: the probability-flow ODE steps, and
-  :class:`OnSchedule`, which makes them pint propagators over a noise schedule.
-- :class:`DiffusersDenoiser` (diffusers UNet + scheduler -> denoiser),
-  :class:`StableDiffusionSRDSPipeline` (``from_pipe(pipe)``, called like the original) and the
-  digits model in :mod:`pint_diffusion.models` need diffusers, imported when first used.
+- :class:`EulerSolver` (DDIM) and :class:`HeunSolver`: the probability-flow ODE steps (formerly
+  ``Euler`` and ``Heun``, still importable under those names), and :class:`OnSchedule`, which
+  makes them pint propagators over a noise schedule.
+- :class:`DiffusersDenoiser` (diffusers UNet + DDIM/Euler -> denoiser, see
+  :mod:`pint_diffusion.adapters`), the parallel pipelines (:mod:`pint_diffusion.pipelines`:
+  ``ParallelStableDiffusionPipeline`` and its former name :class:`StableDiffusionSRDSPipeline`,
+  SDXL, SD3, Flux; ``from_pipe(pipe)``, called like the originals) and the digits model in
+  :mod:`pint_diffusion.models` need diffusers, imported when first used.
 """
 
 from typing import Any
@@ -32,21 +35,20 @@ from .samplers import (
     sample_serial,
     sample_srds,
 )
-from .steppers import Euler, Heun, OnSchedule, Solver
-
-SRDSInfo = SamplerInfo
-"""The former name of :class:`SamplerInfo`."""
+from .steppers import Euler, EulerSolver, Heun, HeunSolver, OnSchedule, Solver
 
 __all__ = [
     "DEFAULT_TOL",
     "SRDS",
     "DiffusersDenoiser",
     "Euler",
+    "EulerSolver",
     "Heun",
+    "HeunSolver",
     "OnSchedule",
+    "ParallelStableDiffusionPipeline",
     "Picard",
     "QuasiNewton",
-    "SRDSInfo",
     "Sampler",
     "SamplerInfo",
     "Serial",
@@ -61,14 +63,13 @@ __all__ = [
     "sample_srds",
 ]
 
+_LAZY = {"DiffusersDenoiser": "adapters", "ParallelStableDiffusionPipeline": "pipelines",
+         "StableDiffusionSRDSPipeline": "pipelines"}
+
 
 def __getattr__(name: str) -> Any:
-    if name == "DiffusersDenoiser":
-        from .adapters import DiffusersDenoiser
+    if name in _LAZY:  # they need diffusers
+        import importlib
 
-        return DiffusersDenoiser
-    if name == "StableDiffusionSRDSPipeline":
-        from .pipelines import StableDiffusionSRDSPipeline
-
-        return StableDiffusionSRDSPipeline
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'pint_diffusion' has no attribute {name!r}")

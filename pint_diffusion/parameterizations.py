@@ -15,23 +15,19 @@ object                 the network predicts            ``x0_hat``
 :func:`from_config` picks one from a diffusers scheduler's config (``prediction_type``; flow
 matching schedulers give :class:`FlowVelocity`).
 
-:class:`FlowDenoiser` is the denoiser view of a flow-matching model: ``D(x, sigma) = x - sigma
-v(x, sigma)``, so that k-diffusion-style PF-ODE samplers (``sample_euler``,
-:func:`pint_diffusion.sample_srds`) run SD3 and Flux unchanged: Euler on
-``dx/dsigma = (x - D) / sigma = v`` over the scheduler's own sigmas IS
-``FlowMatchEulerDiscreteScheduler``.
+The denoiser adapters (:mod:`pint_diffusion.adapters`) use them; the flow-matching one,
+``FlowDenoiser``, lives there (``pint_diffusion.parameterizations.FlowDenoiser`` is its former
+place, still importable).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = [
     "Epsilon",
-    "FlowDenoiser",
     "FlowVelocity",
     "Parameterization",
     "Sample",
@@ -133,75 +129,9 @@ def from_config(config: Any) -> Parameterization:
     return _BY_NAME[name]()
 
 
-class FlowDenoiser(nn.Module):
-    """The k-diffusion denoiser view of a flow-matching model: ``D(x, sigma) = x - sigma v``.
+def __getattr__(name: str) -> Any:
+    if name == "FlowDenoiser":  # its former place; the adapters import this module
+        from .adapters import FlowDenoiser
 
-    Args:
-        call: the family call (:class:`pint_diffusion.families.SD3Call`,
-            :class:`~pint_diffusion.families.FluxCall`, ...).
-        scheduler: a ``FlowMatchEulerDiscreteScheduler`` after ``set_timesteps`` exactly as the
-            pipeline calls it (static ``shift`` for SD3, ``mu`` for Flux); its ``sigmas`` are
-            the schedule and its ``timesteps`` what the network sees (exact lookup).
-        guidance_scale: classifier-free guidance weight; with ``> 1`` every conditioning key
-            needs an ``uncond_`` counterpart.
-
-    Attributes:
-        sigmas: the schedule, ``N + 1`` values from about 1 down to 0.
-
-    Calling it as ``denoiser(x, sigma, **cond)``: ``x`` the pipeline's latents (no change of
-    variables), ``sigma`` of shape ``(R,)`` with values from :attr:`sigmas`, ``cond`` the
-    network's per-row inputs (``encoder_hidden_states``, ``pooled_projections``, ...) and
-    their ``uncond_`` counterparts.
-
-    Example::
-
-        pipe.scheduler.set_timesteps(28)
-        denoiser = FlowDenoiser(SD3Call(pipe.transformer), pipe.scheduler, guidance_scale=7)
-        x = pint_diffusion.sample_srds(denoiser, latents, denoiser.sigmas, extra_args=dict(
-            encoder_hidden_states=pe, pooled_projections=pp,
-            uncond_encoder_hidden_states=npe, uncond_pooled_projections=npp))
-    """
-
-    def __init__(self, call: Any, scheduler: Any, *, guidance_scale: float = 1.0) -> None:
-        super().__init__()
-        if from_config(scheduler) != FlowVelocity():
-            raise TypeError(f"FlowDenoiser needs a flow-matching scheduler, got "
-                            f"{type(scheduler).__name__}")
-        if getattr(scheduler, "timesteps", None) is None:
-            raise ValueError("call scheduler.set_timesteps(...) first, as the pipeline does")
-        from .schedulers import check_deterministic
-
-        check_deterministic(scheduler)
-        self.call = call
-        self.guidance_scale = float(guidance_scale)
-        self.sigmas = scheduler.sigmas.detach().clone()
-        self._timesteps = scheduler.timesteps.detach().clone()
-        if len(self.sigmas) != len(self._timesteps) + 1:
-            raise ValueError("the scheduler's sigmas must have one more entry than timesteps")
-
-    def _lookup(self, sigma: Tensor) -> Tensor:
-        table = self.sigmas[:-1].to(sigma.device, torch.float64)
-        match = (sigma.to(torch.float64)[:, None] - table[None]).abs() <= 1e-6 * table.abs()
-        if not bool((match.sum(1) == 1).all()):
-            bad = sigma[match.sum(1) != 1][0].item()
-            raise ValueError(f"sigma={bad:.9g} is not a point of the schedule (exact lookup; "
-                             f"no interpolation)")
-        return self._timesteps.to(sigma.device)[match.to(torch.int64).argmax(1)]
-
-    def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
-        """``x - sigma * v(x, t(sigma))``, guided."""
-        from .families import Guided
-
-        sigma_t = torch.as_tensor(sigma, device=x.device).reshape(-1).expand(x.shape[0])
-        timesteps = self._lookup(sigma_t)
-        uncond = {k[7:]: v for k, v in cond.items() if k.startswith("uncond_")}
-        cond = {k: v for k, v in cond.items() if not k.startswith("uncond_")}
-        if self.guidance_scale != 1.0 and set(uncond) != set(cond):
-            raise ValueError(f"guidance_scale={self.guidance_scale} needs uncond_<key> for "
-                             f"every conditioning key {sorted(cond)}")
-        batched = getattr(self.call, "batched_guidance", True)
-        guided = Guided(self.call, cond, x.shape[0], uncond=uncond or None,
-                        scale=self.guidance_scale, batched=batched)
-        v = guided(x, timesteps, torch.arange(x.shape[0], device=x.device))
-        s = sigma_t.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        return FlowVelocity().denoise(x, v.to(x.dtype), 1 - s, s)
+        return FlowDenoiser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,9 +2,9 @@
 
 :class:`ParallelMixin` replaces only the denoising loop of a diffusers pipeline: prompt
 encoding, latent preparation, the scheduler's ``set_timesteps`` and decoding stay the
-pipeline's own. The loop is driven by a parallel sampler (SRDS by default) over the
-pipeline's scheduler (any deterministic one, see :mod:`pint_diffusion.schedulers`), so at full
-iterations the latents are those of the serial pipeline. Four pipelines use it:
+pipeline's own. The loop is driven by a parallel sampler over the pipeline's scheduler (any
+deterministic one, see :mod:`pint_diffusion.schedulers`), so at full iterations the latents are
+those of the serial pipeline. Four pipelines use it:
 
 - :class:`ParallelStableDiffusionPipeline` (``StableDiffusionPipeline``),
 - :class:`ParallelStableDiffusionXLPipeline` (``StableDiffusionXLPipeline``),
@@ -12,7 +12,7 @@ iterations the latents are those of the serial pipeline. Four pipelines use it:
 - :class:`ParallelFluxPipeline` (``FluxPipeline``),
 
 each built with ``from_pipe(pipe)`` (components shared) and called like the original plus
-``sampler=`` (default: :func:`default_sampler`, quasi-Newton or SRDS by scheduler)::
+``sampler=`` (default: :class:`DefaultSampler`, quasi-Newton or SRDS by scheduler)::
 
     from pint_diffusion import SRDS
     from pint_diffusion.pipelines import ParallelStableDiffusionXLPipeline
@@ -20,25 +20,13 @@ each built with ``from_pipe(pipe)`` (components shared) and called like the orig
     out = par("a castle", num_inference_steps=30, sampler=SRDS(tol=1e-3))
     out.images, out.info.sequential_nfe
 
-:func:`pipeline_for_folder` picks the parallel pipeline of a saved model folder.
-
-:class:`StableDiffusionSRDSPipeline` (the earlier SRDS pipeline over
-:class:`~pint_diffusion.adapters.DiffusersDenoiser`, DDIM and Euler only) stays as it was.
-
-Example (StableDiffusionSRDSPipeline)::
-
-    from diffusers import StableDiffusionPipeline
-    from pint_diffusion.pipelines import StableDiffusionSRDSPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True)
-    srds = StableDiffusionSRDSPipeline.from_pipe(pipe)       # shares the components
-    out = srds("a castle, matte painting", num_inference_steps=100, guidance_scale=7.5)
-    out.images[0], out.srds.sequential_nfe
+:class:`StableDiffusionSRDSPipeline` is the former name of the SD one: the same pipeline, its
+``srds_*`` keyword arguments building ``sampler=SRDS(...)``. :func:`pipeline_for_folder` picks
+the parallel pipeline of a saved model folder.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,178 +36,56 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
 )
-from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
-from .adapters import DiffusersDenoiser
 from .families import FluxCall, SD3Call, UNetCall
-from .samplers import DEFAULT_TOL, sample_srds
-from .samplers import SamplerInfo as SRDSInfo
+from .samplers import DEFAULT_TOL, SRDS, QuasiNewton
 
 __all__ = [
     "PARALLEL_PIPELINES",
+    "DefaultSampler",
     "ParallelFluxPipeline",
     "ParallelMixin",
     "ParallelStableDiffusion3Pipeline",
     "ParallelStableDiffusionPipeline",
     "ParallelStableDiffusionXLPipeline",
     "StableDiffusionSRDSPipeline",
-    "StableDiffusionSRDSPipelineOutput",
     "default_sampler",
     "pipeline_for_folder",
 ]
 
-_UNSUPPORTED = {
-    "timesteps": None, "sigmas": None, "ip_adapter_image": None, "ip_adapter_image_embeds": None,
-    "callback_on_step_end": None, "eta": 0.0, "guidance_rescale": 0.0,
-    "callback_on_step_end_tensor_inputs": ["latents"],
-}
+
+def _keeps_history(trajectory: Any) -> bool:
+    """Whether the scheduler of a :func:`~pint_diffusion.schedulers.scheduler_trajectory` keeps
+    history between steps (its state has rows beside the latents: DPM++, UniPC, PNDM, Heun)."""
+    return trajectory.y0.shape[1] > 1
 
 
-@dataclass
-class StableDiffusionSRDSPipelineOutput(StableDiffusionPipelineOutput):
-    """The output of :class:`StableDiffusionPipeline` plus ``srds``, the run's :class:`SRDSInfo`."""
-
-    srds: SRDSInfo | None = None
-
-
-class StableDiffusionSRDSPipeline(StableDiffusionPipeline):
-    """``StableDiffusionPipeline`` sampling with SRDS instead of the scheduler's serial loop.
-
-    Build it from a loaded pipeline with ``StableDiffusionSRDSPipeline.from_pipe(pipe)``
-    (the components are shared, nothing is copied) and call it with the arguments of
-    ``StableDiffusionPipeline.__call__`` (``prompt``, ``negative_prompt``,
-    ``num_inference_steps``, ``guidance_scale``, ``generator``, ``latents``,
-    ``prompt_embeds``, ``output_type``, ...), plus:
-
-    - ``srds_blocks``: the number of blocks (default ``round(2 sqrt(num_inference_steps))``);
-    - ``srds_tol``: the tolerance of :func:`pint_diffusion.sample_srds` (RMS change of
-      each latent between iterations);
-    - ``srds_pipelined``: the pipelined schedule (default ``True``);
-    - ``srds_max_iters``: the most iterations (default: the number of blocks, which
-      reproduces the serial pipeline's latents);
-    - ``srds_group``: a ``torch.distributed`` process group (or ``"default"``) to spread
-      the blocks over its ranks, each rank calling the pipeline with the same arguments
-      (see :func:`pint_diffusion.sample_srds` and the distributed guide); ``None`` runs
-      in this process.
-
-    The scheduler must be a ``DDIMScheduler`` or ``EulerDiscreteScheduler`` in an ODE
-    configuration (see :class:`pint_diffusion.DiffusersDenoiser`); options that the ODE
-    view cannot honour (``eta``, ``guidance_rescale``, custom ``timesteps``/``sigmas``,
-    IP-Adapter images, step-end callbacks) raise ``ValueError``. The output is a
-    :class:`StableDiffusionSRDSPipelineOutput` carrying the run's statistics in ``srds``.
-    """
-
-    @torch.no_grad()
-    def __call__(  # type: ignore[override]
-        self,
-        prompt: str | list[str] | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
-        negative_prompt: str | list[str] | None = None,
-        num_images_per_prompt: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        cross_attention_kwargs: dict[str, Any] | None = None,
-        clip_skip: int | None = None,
-        *,
-        srds_blocks: int | None = None,
-        srds_tol: float = DEFAULT_TOL,
-        srds_pipelined: bool = True,
-        srds_max_iters: int | None = None,
-        srds_group: Any = None,
-        **unsupported: Any,
-    ) -> StableDiffusionSRDSPipelineOutput | tuple:
-        """Generate images with SRDS; see the class docstring for the arguments."""
-        for key, value in unsupported.items():
-            if key not in _UNSUPPORTED:
-                raise TypeError(f"unexpected argument {key!r}")
-            if value != _UNSUPPORTED[key]:
-                raise ValueError(
-                    f"{key}={value!r} is not supported by SRDS sampling (the probability-flow "
-                    f"ODE view); leave it at {_UNSUPPORTED[key]!r}"
-                )
-        _check_guidance({"guidance_scale": guidance_scale})
-        size = self.unet.config.sample_size
-        height = height or (size if isinstance(size, int) else size[0]) * self.vae_scale_factor
-        width = width or (size if isinstance(size, int) else size[1]) * self.vae_scale_factor
-        self.check_inputs(prompt, height, width, None, negative_prompt, prompt_embeds,
-                          negative_prompt_embeds)
-        self._guidance_scale = guidance_scale
-        self._guidance_rescale = 0.0
-        self._clip_skip = clip_skip
-        self._cross_attention_kwargs = cross_attention_kwargs
-        self._interrupt = False
-        if prompt is not None:
-            batch = 1 if isinstance(prompt, str) else len(prompt)
-        else:
-            batch = prompt_embeds.shape[0]  # type: ignore[union-attr]
-        device = self._execution_device
-        guided = self.do_classifier_free_guidance
-        cond, uncond = self.encode_prompt(
-            prompt, device, num_images_per_prompt, guided, negative_prompt,
-            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-            clip_skip=clip_skip,
-        )
-        denoiser = DiffusersDenoiser(self.unet, self.scheduler,
-                                     guidance_scale=guidance_scale if guided else 1.0)
-        sigmas = denoiser.sigmas(num_inference_steps, device=device, dtype=torch.float32)
-        # the serial pipeline's own set_timesteps, so init_noise_sigma is what it would use
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = self.prepare_latents(
-            batch * num_images_per_prompt, self.unet.config.in_channels, height, width,
-            cond.dtype, device, generator, latents,
-        )
-        extra: dict[str, Any] = {"encoder_hidden_states": cond}
-        if guided:
-            extra["uncond_encoder_hidden_states"] = uncond
-        if cross_attention_kwargs is not None:
-            extra["cross_attention_kwargs"] = cross_attention_kwargs
-        x = denoiser.to_ve(latents, sigmas[0]).to(torch.float32)
-        samples, info = sample_srds(
-            denoiser, x, sigmas, extra_args=extra,
-            disable=getattr(self, "_progress_bar_config", {}).get("disable", False),
-            blocks=srds_blocks, tol=srds_tol,
-            pipelined=srds_pipelined, max_iters=srds_max_iters, return_info=True,
-            group=srds_group,
-        )
-        latents = denoiser.from_ve(samples, sigmas[-1]).to(cond.dtype)
-        nsfw = None
-        if output_type == "latent":
-            image = latents
-        else:
-            image = self.vae.decode(latents / self.vae.config.scaling_factor,
-                                    return_dict=False, generator=generator)[0]
-            image, nsfw = self.run_safety_checker(image, device, cond.dtype)
-            keep = [True] * image.shape[0] if nsfw is None else [not flag for flag in nsfw]
-            image = self.image_processor.postprocess(image, output_type=output_type,
-                                                     do_denormalize=keep)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return image, nsfw
-        return StableDiffusionSRDSPipelineOutput(images=image, nsfw_content_detected=nsfw,
-                                                 srds=info)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parallel sampling over any pipeline's own denoising loop
-# ---------------------------------------------------------------------------------------------
-
-
-def default_sampler(trajectory: Any) -> Any:
-    """The pipelines' default sampler, the fastest that is safe for the scheduler:
-    ``pint_diffusion.QuasiNewton()`` (the fewest sequential model calls,
+def default_sampler(trajectory: Any, blocks: int | None = None, tol: float = DEFAULT_TOL
+                    ) -> Any:
+    """The pipelines' default sampler for a scheduler, the fastest that is safe for it:
+    ``QuasiNewton(window=blocks, tol=tol)`` (the fewest sequential model calls,
     ``benchmarks/results/quasi_newton.md``) for schedulers without history (DDIM, Euler, flow
-    matching Euler), ``pint_diffusion.SRDS()`` for those that keep history (see
-    :func:`_check_sampler`); default tolerances."""
-    from .samplers import SRDS, QuasiNewton
+    matching Euler), ``SRDS(blocks=blocks, tol=tol)`` for those that keep history (see
+    :func:`_check_sampler`). The one place this rule lives."""
+    if _keeps_history(trajectory):
+        return SRDS(blocks=blocks, tol=tol)
+    return QuasiNewton(window=blocks, tol=tol)
 
-    return QuasiNewton() if trajectory.y0.shape[1] == 1 else SRDS()
+
+class DefaultSampler:
+    """A sampler object that solves with :func:`default_sampler` for the trajectory it gets,
+    with the given ``blocks`` (SRDS's blocks, quasi-Newton's window) and ``tol``; what a
+    pipeline called without ``sampler=`` uses (with the defaults)."""
+
+    def __init__(self, blocks: int | None = None, tol: float = DEFAULT_TOL) -> None:
+        self.blocks, self.tol = blocks, tol
+
+    def __repr__(self) -> str:
+        return f"DefaultSampler(blocks={self.blocks}, tol={self.tol:g})"
+
+    def solve(self, trajectory: Any, **kwargs: Any) -> Any:
+        """``default_sampler(trajectory, blocks, tol).solve(trajectory, **kwargs)``."""
+        return default_sampler(trajectory, self.blocks, self.tol).solve(trajectory, **kwargs)
 
 
 class _Capture:
@@ -341,10 +207,10 @@ def _check_sampler(sampler: Any, trajectory: Any, scheduler: Any) -> None:
     and PNDM and Picard overflowed, while both were fine with Euler. At ``tol=0`` (full
     iterations) they are exact, so that stays allowed.
     """
-    from .samplers import Picard, QuasiNewton
+    from .samplers import Picard
 
     if isinstance(sampler, Picard | QuasiNewton) and sampler.tol > 0 and \
-            trajectory.y0.shape[1] > 1:
+            _keeps_history(trajectory):
         raise ValueError(
             f"{type(sampler).__name__}(tol={sampler.tol:g}) is not reliable with "
             f"{type(scheduler).__name__}, which keeps history between steps (it can stop far "
@@ -360,6 +226,19 @@ _REFUSED: dict[str, Any] = {
     "negative_ip_adapter_image": None, "negative_ip_adapter_image_embeds": None,
     "skip_guidance_layers": None,
 }
+
+
+def _check_names(call: Any, options: dict[str, Any]) -> None:
+    """Refuse keyword arguments the pipeline's call does not name: diffusers' ``**kwargs``
+    (kept for deprecated options) would swallow a misspelt option silently."""
+    import inspect
+
+    named = {name for name, p in inspect.signature(call).parameters.items()
+             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    unknown = sorted(set(options) - named - set(_REFUSED))
+    if unknown:
+        raise TypeError(f"unexpected argument {unknown[0]!r}: not an argument of "
+                        f"{type(call.__self__).__name__}")
 
 
 def _check_guidance(options: dict[str, Any]) -> None:
@@ -404,7 +283,8 @@ class ParallelMixin:
     ``QuasiNewton(...)``, ``Picard(...)``, ``Serial()``; default :func:`default_sampler`. The run's
     statistics (:class:`pint_diffusion.SamplerInfo`) are in ``out.info`` (and
     ``pipe.last_info``). ``max_batch=`` caps the rows of one model call (a round of more rows
-    is split into several calls: same result and depth, less memory). Refused with
+    is split into several calls: same result and depth, less memory). Keyword arguments the
+    pipeline does not name raise ``TypeError`` (diffusers would ignore them). Refused with
     ``ValueError``: stochastic schedulers or options (``eta > 0``, ...),
     ``callback_on_step_end``, ``guidance_rescale > 0``, ``denoising_end``, IP-Adapter inputs,
     SD3's ``skip_guidance_layers``, a non-finite ``guidance_scale`` or ``true_cfg_scale`` (NaN
@@ -420,6 +300,7 @@ class ParallelMixin:
     def __call__(self, *args: Any, sampler: Any = None, max_batch: int | None = None,
                  **kwargs: Any) -> Any:
         """The original pipeline's call with the parallel ``sampler``; see the class docs."""
+        _check_names(super().__call__, kwargs)  # type: ignore[misc]
         for key, harmless in _REFUSED.items():
             if key in kwargs and kwargs[key] != harmless:
                 raise ValueError(
@@ -456,6 +337,36 @@ class ParallelStableDiffusionPipeline(ParallelMixin, StableDiffusionPipeline):
 
     family = UNetCall
     network = "unet"
+
+
+class StableDiffusionSRDSPipeline(ParallelStableDiffusionPipeline):
+    """The former name of :class:`ParallelStableDiffusionPipeline`, kept for its keyword
+    arguments: the same pipeline, always sampling with SRDS, built from
+
+    - ``srds_blocks`` (``SRDS(blocks=...)``, default ``round(2 sqrt(N))``),
+    - ``srds_tol`` (``tol``, default :data:`pint_diffusion.DEFAULT_TOL`),
+    - ``srds_pipelined`` (``pipelined``, default ``True``),
+    - ``srds_max_iters`` (``max_iters``, default: the number of blocks, which reproduces the
+      serial pipeline's latents),
+    - ``srds_group`` (``group``: a ``torch.distributed`` process group, or ``None``).
+
+    Migration: ``ParallelStableDiffusionPipeline.from_pipe(pipe)(..., sampler=SRDS(blocks=b,
+    tol=t))`` is ``StableDiffusionSRDSPipeline.from_pipe(pipe)(..., srds_blocks=b,
+    srds_tol=t)``; the run's statistics are in ``out.info`` (formerly ``out.srds``).
+    """
+
+    def __call__(self, *args: Any, srds_blocks: int | None = None,  # type: ignore[override]
+                 srds_tol: float = DEFAULT_TOL, srds_pipelined: bool = True,
+                 srds_max_iters: int | None = None, srds_group: Any = None,
+                 **kwargs: Any) -> Any:
+        """``ParallelStableDiffusionPipeline``'s call with ``sampler=SRDS(...)`` built from the
+        ``srds_*`` arguments; see the class docs."""
+        if "sampler" in kwargs:
+            raise TypeError("StableDiffusionSRDSPipeline takes the srds_* arguments, not "
+                            "sampler=; use ParallelStableDiffusionPipeline for any sampler")
+        sampler = SRDS(blocks=srds_blocks, tol=srds_tol, pipelined=srds_pipelined,
+                       max_iters=srds_max_iters, group=srds_group)
+        return super().__call__(*args, sampler=sampler, **kwargs)
 
 
 class ParallelStableDiffusionXLPipeline(ParallelMixin, StableDiffusionXLPipeline):

@@ -12,12 +12,13 @@ map, so Parareal (SRDS) and the serial loop solve the same discrete problem:
   timesteps (Heun's and KDPM2's doubled tables included: one point per model call);
 - the **vector field** at step ``j`` is the model output the scheduler's ``step`` receives, at
   the latent row (rows 1..H are zero), computed on ``scheduler.scale_model_input(latents, t_j)``;
-- the **fine** propagator (:class:`SchedulerSteps`) calls the scheduler's own ``step`` for every
-  grid step of a slice; the **coarse** propagator (:class:`HeldOutput`) evaluates the model once
-  at the start of a slice and takes the scheduler's steps across it with that output held fixed
-  (for DDIM and Euler on an epsilon model this is exactly one first-order step over the block).
+- the **fine** propagator (:class:`SchedulerPropagator`) calls the scheduler's own ``step``
+  for every grid step of a slice; the **coarse** propagator (:class:`HeldOutput`) evaluates
+  the model once at the start of a slice and takes the scheduler's steps across it with that
+  output held fixed (for DDIM and Euler on an epsilon model this is exactly one first-order
+  step over the block).
 
-:class:`SchedulerStepper` makes ``step`` a pure function of (step index, state, model output): a
+:class:`SchedulerStep` makes ``step`` a pure function of (step index, state, model output): a
 dry run of the scheduler (cheap tensor arithmetic, no model) records its internal counters
 before every step (``_step_index``, ``lower_order_nums``, ``counter``, ``this_order``, ...) and
 which attributes hold history tensors (``model_outputs``, ``ets``, ``last_sample``,
@@ -57,8 +58,8 @@ __all__ = [
     "STOCHASTIC_SCHEDULERS",
     "TESTED_SCHEDULERS",
     "HeldOutput",
-    "SchedulerStepper",
-    "SchedulerSteps",
+    "SchedulerPropagator",
+    "SchedulerStep",
     "check_deterministic",
     "scheduler_trajectory",
     "serial_loop",
@@ -182,7 +183,7 @@ def _template(state: dict[str, Any], slots: list[_Slot],
     return out
 
 
-class SchedulerStepper:
+class SchedulerStep:
     """A diffusers scheduler's ``step`` as a pure function of (step, state, model output).
 
     Build it from a scheduler on which ``set_timesteps`` has been called the way the pipeline
@@ -215,7 +216,7 @@ class SchedulerStepper:
         if getattr(scheduler, "timesteps", None) is None or getattr(
                 scheduler, "num_inference_steps", None) is None:
             raise ValueError(f"call {_name(scheduler)}.set_timesteps(...) before building a "
-                             f"SchedulerStepper (as the pipeline does)")
+                             f"SchedulerStep (as the pipeline does)")
         self.cls = type(scheduler)
         self.step_kwargs = dict(step_kwargs or {})
         self.latent_shape = torch.Size(latent_shape)
@@ -231,7 +232,7 @@ class SchedulerStepper:
         self._dry_run(copy.deepcopy(scheduler))
 
     def __repr__(self) -> str:
-        return (f"SchedulerStepper({self.cls.__name__}, {len(self.timesteps)} steps, "
+        return (f"SchedulerStep({self.cls.__name__}, {len(self.timesteps)} steps, "
                 f"history={self.slots})")
 
     # -- the dry run ---------------------------------------------------------------------
@@ -388,18 +389,18 @@ class SchedulerStepper:
         return state
 
 
-class SchedulerSteps:
+class SchedulerPropagator:
     """The fine propagator: the scheduler's own steps between two grid points (step indices).
 
     ``propagate(t0, t1, y0)`` takes steps ``t0, t0 + 1, ..., t1 - 1`` of every row (rows may
     span different numbers of steps), one model evaluation each.
     """
 
-    def __init__(self, stepper: SchedulerStepper) -> None:
+    def __init__(self, stepper: SchedulerStep) -> None:
         self.stepper = stepper
 
     def __repr__(self) -> str:
-        return f"SchedulerSteps({self.stepper.cls.__name__})"
+        return f"SchedulerPropagator({self.stepper.cls.__name__})"
 
     def slice_depths(self, t: Tensor) -> list[int]:
         """One evaluation round per scheduler step of each slice."""
@@ -433,7 +434,7 @@ class HeldOutput:
 
     depth = 1
 
-    def __init__(self, stepper: SchedulerStepper) -> None:
+    def __init__(self, stepper: SchedulerStep) -> None:
         self.stepper = stepper
 
     def __repr__(self) -> str:
@@ -465,7 +466,7 @@ def scheduler_trajectory(scheduler: Any, model: ModelCall, latents: Tensor, *,
 
     Args:
         scheduler: a deterministic scheduler after ``set_timesteps`` (see
-            :class:`SchedulerStepper`); it is copied, never changed.
+            :class:`SchedulerStep`); it is copied, never changed.
         model: ``model(latents_in, timesteps, index) -> output``, batched over rows; ``index``
             holds each row's sample (position in ``latents``), e.g. to pick its conditioning.
             Guidance is part of the model (see :class:`pint_diffusion.families.Guided`).
@@ -475,8 +476,8 @@ def scheduler_trajectory(scheduler: Any, model: ModelCall, latents: Tensor, *,
     Returns:
         A :class:`pint_diffusion.samplers.Trajectory`: states ``(B, 1 + H, *latent_shape)``
         (float32 for half-precision latents), grid ``0, 1, ..., N`` (the step numbers), fine
-        propagator :class:`SchedulerSteps`, coarse :class:`HeldOutput`, output the latents (in
-        their dtype), one evaluation per step, ``scale`` 1 (changes are in latent units).
+        propagator :class:`SchedulerPropagator`, coarse :class:`HeldOutput`, output the latents
+        (in their dtype), one evaluation per step, ``scale`` 1 (changes are in latent units).
         Solve it with any sampler object: ``pint_diffusion.SRDS(...).solve(trajectory)``.
 
     Example::
@@ -485,7 +486,7 @@ def scheduler_trajectory(scheduler: Any, model: ModelCall, latents: Tensor, *,
         trajectory = scheduler_trajectory(pipe.scheduler, model, latents)
         latents, info = pint_diffusion.SRDS(tol=0).solve(trajectory)  # == the serial loop
     """
-    stepper = SchedulerStepper(scheduler, latents.shape[1:], dtype=latents.dtype,
+    stepper = SchedulerStep(scheduler, latents.shape[1:], dtype=latents.dtype,
                                device=latents.device, step_kwargs=step_kwargs)
     y0 = stepper.augment(latents)
     n = len(stepper.timesteps)
@@ -510,7 +511,7 @@ def scheduler_trajectory(scheduler: Any, model: ModelCall, latents: Tensor, *,
         field=field,
         y0=y0,
         grid=torch.arange(n + 1, dtype=y0.dtype, device=latents.device),
-        fine=SchedulerSteps(stepper),
+        fine=SchedulerPropagator(stepper),
         coarse=lambda points: coarse,
         output=lambda state: state[:, 0].to(stepper.latent_dtype),
         step_depths=[1] * n,

@@ -5,11 +5,13 @@ noise level and a denoiser ``D(x, sigma)`` estimates the clean sample. The
 probability-flow ODE is ``dx/dsigma = (x - D(x, sigma)) / sigma``; pint integrates it
 in decreasing ``sigma``, with this derivative as the vector field.
 
-A *solver* (:class:`Euler`, :class:`Heun`) is one step rule from ``sigma`` to
-``sigma_next``. :class:`OnSchedule` turns a solver and a grid of noise levels into a
-pint propagator that takes the grid's own steps across each slice, so SRDS uses
-``OnSchedule(solver, sigmas)`` as its fine propagator (the sampler's own steps) and
-``OnSchedule(solver, sigmas[boundaries])`` as its coarse one (one step per block).
+A *solver* (:class:`EulerSolver`, :class:`HeunSolver`) is one step rule from ``sigma`` to
+``sigma_next``; ``Euler`` and ``Heun`` are their former names, kept as aliases (``pint.Euler``
+and ``pint.Heun`` are pint's Runge-Kutta propagators, a different thing). :class:`OnSchedule`
+turns a solver and a grid of noise levels into a pint propagator that takes the grid's own
+steps across each slice, so SRDS uses ``OnSchedule(solver, sigmas)`` as its fine propagator
+(the sampler's own steps) and ``OnSchedule(solver, sigmas[boundaries])`` as its coarse one
+(one step per block).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from torch import Tensor
 
 from pint.engine import Propagation, Request
 
-__all__ = ["Euler", "Heun", "OnSchedule", "Solver", "denoised_to_derivative"]
+__all__ = ["Euler", "EulerSolver", "Heun", "HeunSolver", "OnSchedule", "Solver",
+           "denoised_to_derivative"]
 
 Step = Generator[Request, Tensor, Tensor]
 
@@ -54,12 +57,12 @@ class Solver(Protocol):
         ...
 
 
-class Euler:
+class EulerSolver:
     """Euler's method on the PF-ODE: k-diffusion's ``sample_euler`` step, and DDIM (eta 0)
     for variance-preserving models (Song et al., 2021; Karras et al., 2022, eq. 4)."""
 
     def __repr__(self) -> str:
-        return "Euler()"
+        return "EulerSolver()"
 
     def depth(self, sigma: float, sigma_next: float) -> int:
         """One evaluation per step."""
@@ -71,7 +74,7 @@ class Euler:
         return x + d * _rows(sigma_next - sigma, x)
 
 
-class Heun:
+class HeunSolver:
     """Heun's second-order method (Karras et al., 2022, Algorithm 1, without churn).
 
     As in k-diffusion's ``sample_heun``, a step to ``sigma_next = 0`` is a plain Euler
@@ -79,7 +82,7 @@ class Heun:
     """
 
     def __repr__(self) -> str:
-        return "Heun()"
+        return "HeunSolver()"
 
     def depth(self, sigma: float, sigma_next: float) -> int:
         """Two evaluations per step, one for a step to zero noise."""
@@ -109,7 +112,7 @@ class OnSchedule:
     different step counts may share one propagation.
 
     Args:
-        solver: the step rule, e.g. :class:`Euler` or :class:`Heun`.
+        solver: the step rule, e.g. :class:`EulerSolver` or :class:`HeunSolver`.
         grid: the noise levels, strictly decreasing, 1-D.
     """
 
@@ -191,3 +194,11 @@ def denoised_to_derivative(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor
     """The PF-ODE derivative ``(x - D) / sigma`` (k-diffusion's ``to_d``)."""
     return (x - denoised) / _rows(sigma, x)
 
+
+Euler = EulerSolver
+"""The former name of :class:`EulerSolver` (renamed: ``pint.Euler`` is pint's Runge-Kutta
+propagator)."""
+
+Heun = HeunSolver
+"""The former name of :class:`HeunSolver` (renamed: ``pint.Heun`` is pint's Runge-Kutta
+propagator)."""

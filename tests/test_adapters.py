@@ -431,7 +431,7 @@ def test_sigma_lookup_agrees_with_comparing_every_schedule_point(steps, dtype, p
     every schedule point within 4 eps(dtype) * sigma + 1e-12 of the query matches."""
     denoiser = DiffusersDenoiser(tiny_class_unet(), _ddim(set_alpha_to_one=False))
     sigmas = denoiser.sigmas(steps)
-    table = denoiser._table_sigmas
+    table = denoiser.table.sigmas
     rows = [min(int(p * len(table)), len(table) - 1) for p in picks]
     query = (table[rows] * (1 + shift)).to(dtype)
     eps = max(torch.finfo(torch.float32).eps, torch.finfo(dtype).eps)
@@ -439,13 +439,13 @@ def test_sigma_lookup_agrees_with_comparing_every_schedule_point(steps, dtype, p
     hits = near.sum(1)
     if bool((hits == 1).all()):
         expected = near.to(torch.int64).argmax(1)
-        assert torch.equal(denoiser._lookup(query), expected)
+        assert torch.equal(denoiser.table.index(query), expected)
         assert torch.equal(denoiser.sigma_to_timestep(query),
-                           denoiser._table_timesteps[expected])
+                           denoiser.table.timesteps[expected])
     else:
         reason = "not a point" if bool((hits == 0).any()) else "several schedule points"
         with pytest.raises(ValueError, match=reason):
-            denoiser._lookup(query)
+            denoiser.table.index(query)
     assert len(sigmas) == steps + 1
 
 
@@ -455,3 +455,19 @@ def test_a_step_count_whose_timesteps_leave_the_training_range_is_refused():
     with pytest.raises(ValueError, match=r"num_inference_steps=1000: .* to 1000, outside its 1000"):
         denoiser.sigmas(1000)
     assert len(denoiser.sigmas(999)) == 1000
+
+
+def test_conditioning_of_b_rows_serves_k_b_state_rows_tiled():
+    """Row r of the state takes sample r % b of the conditioning (a leaf of one row is shared):
+    the same output as conditioning repeated to every row."""
+    denoiser = DiffusersDenoiser(tiny_class_unet(), _ddim(), guidance_scale=2.0)
+    sigmas = denoiser.sigmas(4)
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    s = sigmas[1].expand(6)
+    labels = torch.tensor([3, 7])
+    full = denoiser(x, s, class_labels=labels.repeat(3), uncond_class_labels=torch.full((6,), 10))
+    tiled = denoiser(x, s, class_labels=labels, uncond_class_labels=torch.tensor([10]))
+    assert torch.equal(tiled, full)
+    with pytest.raises(ValueError, match="class_labels has 4 rows, which does not divide the "
+                                         "batch of 6"):
+        denoiser(x, s, class_labels=torch.arange(4), uncond_class_labels=torch.tensor([10]))

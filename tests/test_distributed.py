@@ -471,7 +471,7 @@ def pipeline_worker(rank, world):
                 output_type="latent", srds_blocks=4, srds_tol=0.0)
     spread = srds(latents=noise.clone(), srds_group="default", **call)
     alone = srds(latents=noise.clone(), **call)
-    return spread.images, alone.images, spread.srds.iterations, alone.srds.iterations
+    return spread.images, alone.images, spread.info.iterations, alone.info.iterations
 
 
 def test_srds_pipeline_over_two_ranks_equals_one_process(tmp_path):

@@ -12,10 +12,10 @@ import torch
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
+from pint_diffusion.adapters import FlowDenoiser
 from pint_diffusion.families import FamilyCall, Guided, SD3Call, UNetCall, cat_tree
 from pint_diffusion.parameterizations import (
     Epsilon,
-    FlowDenoiser,
     FlowVelocity,
     Sample,
     VPrediction,

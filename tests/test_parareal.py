@@ -26,7 +26,8 @@ def lotka(device="cpu", dtype=F64, slices=16):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("pipelined", [False, True])
 def test_exact_prefix_after_each_iteration(device, pipelined):
-    """After iteration k, boundaries 0..k equal the serial fine solution (DESIGN 2.1)."""
+    """After iteration k, boundaries 0..k equal the serial fine solution (docs/algorithm.md,
+    "Parareal")."""
     p, y0, t = lotka(device)
     fine = pint.RK4(8)
     reference = pint.serial(p.f, y0, t, method=fine, vectorized=True).ys
@@ -54,7 +55,8 @@ def test_exact_prefix_after_each_iteration(device, pipelined):
 def test_n_iterations_reproduce_the_serial_fine_solution(
     slices, coarse, fine, fine_steps, shape, dtype, backwards, pipelined
 ):
-    """max_iters = N gives the serial fine solution whatever the pair (DESIGN 2.1)."""
+    """max_iters = N gives the serial fine solution whatever the pair (docs/algorithm.md,
+    "Parareal")."""
     g = torch.Generator().manual_seed(slices * 31 + fine_steps)
     a = torch.randn(*shape, 1, generator=g, dtype=dtype) if shape else torch.randn(1, dtype=dtype)
     a = a.squeeze(-1) if shape else a.squeeze()
@@ -92,8 +94,9 @@ def test_pipelined_iterates_equal_batched_iterates(device):
 
 
 def depth_recurrence(n_slices, iterations, c, fine_depth):
-    """DESIGN 2.4 written from its text, independently of pint.predicted_depth:
-    t(n+1, k+1) = max(t(n, k+1) + c, t(n, k) + m c), boundaries <= k carried over."""
+    """The pipelined recurrence of docs/algorithm.md written from its text, independently of
+    pint.predicted_depth: t(n+1, k+1) = max(t(n, k+1) + c, t(n, k) + m c), boundaries <= k
+    carried over."""
     t = {(n, 0): n * c for n in range(n_slices + 1)}
     for k in range(iterations):
         for n in range(k + 2):

@@ -1,32 +1,73 @@
-"""StableDiffusionSRDSPipeline against diffusers' own StableDiffusionPipeline (tiny, offline)."""
+"""The parallel pipelines (ParallelMixin) against diffusers' own pipelines: SD (and its former
+name StableDiffusionSRDSPipeline), SDXL, SD3 and Flux, tiny random-weight components, offline."""
 
 import pytest
 import torch
 
-from pint_diffusion.testing import LATENT_CHANNELS, tiny_sd_components, tiny_sd_pipeline
-
 pytest.importorskip("diffusers")
-from diffusers import DDIMScheduler, EulerDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchHeunDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 
-from pint_diffusion.pipelines import StableDiffusionSRDSPipeline
+from pint_diffusion import SRDS, QuasiNewton
+from pint_diffusion.pipelines import (
+    PARALLEL_PIPELINES,
+    DefaultSampler,
+    ParallelFluxPipeline,
+    ParallelStableDiffusion3Pipeline,
+    ParallelStableDiffusionPipeline,
+    ParallelStableDiffusionXLPipeline,
+    StableDiffusionSRDSPipeline,
+    default_sampler,
+    pipeline_for_folder,
+)
+from pint_diffusion.schedulers import scheduler_trajectory
+from pint_diffusion.testing import (
+    LATENT_CHANNELS,
+    SD_BETAS,
+    sd_schedulers,
+    tiny_flux_components,
+    tiny_flux_pipeline,
+    tiny_sd3_components,
+    tiny_sd3_pipeline,
+    tiny_sd_components,
+    tiny_sd_pipeline,
+    tiny_sdxl_components,
+    tiny_sdxl_pipeline,
+)
 
 STEPS = 12
 
 
 def ddim(prediction_type, set_alpha_to_one):
-    return DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                         clip_sample=False, set_alpha_to_one=set_alpha_to_one,
+    return DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=set_alpha_to_one,
                          prediction_type=prediction_type, steps_offset=1)
 
 
 def euler(prediction_type, _):
-    return EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
-                                  beta_end=0.012, prediction_type=prediction_type)
+    return EulerDiscreteScheduler(**SD_BETAS, prediction_type=prediction_type)
 
 
 @pytest.fixture(scope="module")
 def components():
     return tiny_sd_components(0)
+
+
+# ------------------------------------------------------------------------------------------
+# StableDiffusionSRDSPipeline: the former name, the same pipeline with srds_* arguments
+# ------------------------------------------------------------------------------------------
+def test_the_former_sd_name_is_the_parallel_pipeline():
+    assert issubclass(StableDiffusionSRDSPipeline, ParallelStableDiffusionPipeline)
+    # only __call__ (mapping srds_* onto sampler=SRDS(...)) is its own: no second loop
+    assert set(vars(StableDiffusionSRDSPipeline)) - {"__doc__", "__module__", "__qualname__",
+                                                     "__firstlineno__",
+                                                     "__static_attributes__"} == {"__call__"}
 
 
 @pytest.mark.parametrize(("make", "set_alpha_to_one"),
@@ -45,13 +86,13 @@ def test_full_iterations_equal_the_serial_pipeline(components, make, set_alpha_t
     serial = pipe(latents=noise.clone(), **call).images
     out = srds(latents=noise.clone(), srds_tol=0.0, srds_blocks=4, **call)
     assert (out.images - serial).abs().max() < 1e-4
-    info = out.srds
+    info = out.info
     assert info.converged and info.iterations <= 4
     # the pipelined schedule's depth; for full iterations it equals serial (no free lunch)
     assert info.sequential_nfe == info.predicted_sequential_nfe
     # at the default tolerance: fewer sequential calls, latents still close
     fast = srds(latents=noise.clone(), srds_blocks=4, **call)
-    assert fast.srds.sequential_nfe < STEPS
+    assert fast.info.sequential_nfe < STEPS
     assert (fast.images - serial).pow(2).mean().sqrt() < 1e-2
 
 
@@ -69,7 +110,7 @@ def test_images_and_generator(components):
 @pytest.mark.parametrize(("kwargs", "error"), [
     (dict(eta=0.5), ValueError), (dict(guidance_rescale=0.7), ValueError),
     (dict(callback_on_step_end=print), ValueError), (dict(not_an_option=1), TypeError),
-    (dict(callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]), ValueError),
+    (dict(sampler=SRDS()), TypeError),
 ])
 def test_refuses_options_outside_the_ode_view(components, kwargs, error):
     srds = StableDiffusionSRDSPipeline.from_pipe(
@@ -93,36 +134,14 @@ def test_accepts_the_defaults_of_options_it_cannot_honour(components):
 
 
 # ------------------------------------------------------------------------------------------
-# The parallel pipelines (ParallelMixin): SD, SDXL, SD3 and Flux against the originals
+# SD, SDXL, SD3 and Flux against the originals
 # ------------------------------------------------------------------------------------------
-from diffusers import (  # noqa: E402
-    EulerAncestralDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-)
-
-from pint_diffusion import SRDS  # noqa: E402
-from pint_diffusion.pipelines import (  # noqa: E402
-    PARALLEL_PIPELINES,
-    ParallelFluxPipeline,
-    ParallelStableDiffusion3Pipeline,
-    ParallelStableDiffusionPipeline,
-    ParallelStableDiffusionXLPipeline,
-    pipeline_for_folder,
-)
-from pint_diffusion.testing import (  # noqa: E402
-    SD_BETAS,
-    sd_schedulers,
-    tiny_flux_components,
-    tiny_flux_pipeline,
-    tiny_sd3_components,
-    tiny_sd3_pipeline,
-    tiny_sdxl_components,
-    tiny_sdxl_pipeline,
-)
-
 #: The variance-preserving schedulers SD and SDXL use (the issue's list).
 VP_SCHEDULERS = sd_schedulers()
-FAST = {"sd": {"ddim", "heun", "dpm2m-karras", "unipc3", "pndm"}, "sdxl": {"dpm3m", "euler"}}
+#: The issue's list (DDIM, Euler, Heun, DPM++ 2M Karras, UniPC, PNDM) runs by default for every
+#: SD class; the rest of the schedulers, and SDXL beyond two, are slow.
+FAST = {"sd": {"ddim", "euler", "heun", "dpm2m-karras", "unipc3", "pndm"},
+        "sdxl": {"dpm3m", "euler"}}
 PAR_STEPS = 6
 EXACT = SRDS(blocks=3, tol=0.0)  # uneven blocks over 6 (or Heun's 11) steps
 
@@ -164,9 +183,17 @@ SD_CALL = dict(prompt=["a cat", "a red house"], negative_prompt=["dog", ""],
 
 
 @pytest.mark.parametrize("name", _cases("sd"))
-def test_sd_parallel_equals_the_pipeline(components, name):
+@pytest.mark.parametrize("cls", [ParallelStableDiffusionPipeline, StableDiffusionSRDSPipeline])
+def test_sd_parallel_equals_the_pipeline(components, name, cls):
     pipe = tiny_sd_pipeline(VP_SCHEDULERS[name](), components=components)
-    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, SD_CALL)
+    if cls is StableDiffusionSRDSPipeline:  # the former name takes SRDS's options as srds_*
+        par = cls.from_pipe(pipe)
+        par.set_progress_bar_config(disable=True)
+        serial = pipe(generator=torch.Generator().manual_seed(0), **SD_CALL).images
+        out = par(generator=torch.Generator().manual_seed(0), srds_blocks=3, srds_tol=0.0,
+                  **SD_CALL)
+    else:
+        out, serial = _compare(pipe, cls, SD_CALL)
     assert _relative_max(out.images, serial) < 1e-4
     assert out.info.converged and out.info.iterations <= 3
 
@@ -203,6 +230,30 @@ def test_flux_parallel_equals_the_pipeline(flux_components, true_cfg_scale):
     assert _relative_max(out.images, serial) < 1e-4
 
 
+#: The other schedulers diffusers runs SD3 with (Flux: UniPC; its pipeline refuses Heun, and
+#: DPM++ fails in diffusers itself on Flux's dynamic shifting).
+FLOW_SIGMAS = dict(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
+FLOW_SCHEDULERS = {
+    "sd3-heun": lambda: FlowMatchHeunDiscreteScheduler(shift=3.0),
+    "sd3-dpm2m": lambda: DPMSolverMultistepScheduler(**FLOW_SIGMAS),
+    "sd3-unipc": lambda: UniPCMultistepScheduler(**FLOW_SIGMAS),
+    "flux-unipc": lambda: UniPCMultistepScheduler(**FLOW_SIGMAS),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOW_SCHEDULERS))
+def test_flow_models_with_other_schedulers_equal_the_pipeline(sd3_components, flux_components,
+                                                               name):
+    if name.startswith("sd3"):
+        pipe = tiny_sd3_pipeline(FLOW_SCHEDULERS[name](), components=sd3_components)
+        cls, call = ParallelStableDiffusion3Pipeline, dict(FLOW_CALL, guidance_scale=4.0)
+    else:
+        pipe = tiny_flux_pipeline(FLOW_SCHEDULERS[name](), components=flux_components)
+        cls, call = ParallelFluxPipeline, dict(FLOW_CALL, guidance_scale=3.5, true_cfg_scale=2.0)
+    out, serial = _compare(pipe, cls, call)
+    assert _relative_max(out.images, serial) < 1e-4
+
+
 def test_decoded_images_equal_the_pipeline(flux_components):
     pipe = tiny_flux_pipeline(components=flux_components)
     out, serial = _compare(pipe, ParallelFluxPipeline, dict(FLOW_CALL, output_type="np"))
@@ -217,6 +268,23 @@ def test_default_tolerance_saves_sequential_calls(components):
     out, serial = _compare(pipe, ParallelStableDiffusionPipeline, call, SRDS())
     assert out.info.sequential_nfe < steps
     assert float((out.images - serial).pow(2).mean().sqrt()) < 1e-2
+
+
+@pytest.mark.parametrize(("name", "kind"), [("euler", QuasiNewton), ("unipc3", SRDS)])
+def test_the_default_sampler_follows_the_schedulers_history(name, kind):
+    scheduler = VP_SCHEDULERS[name]()
+    scheduler.set_timesteps(6)
+    trajectory = scheduler_trajectory(scheduler, lambda x, t, index: x, torch.zeros(1, 4, 2, 2))
+    chosen = default_sampler(trajectory, blocks=2, tol=0.0)
+    assert type(chosen) is kind and chosen.tol == 0.0
+    assert (chosen.blocks if kind is SRDS else chosen.window) == 2
+
+
+def test_default_sampler_object_with_options_equals_the_pipeline(components):
+    pipe = tiny_sd_pipeline(VP_SCHEDULERS["unipc3"](), components=components)
+    out, serial = _compare(pipe, ParallelStableDiffusionPipeline, SD_CALL,
+                           DefaultSampler(blocks=3, tol=0.0))
+    assert _relative_max(out.images, serial) < 1e-4 and out.info.iterations <= 3
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

@@ -124,7 +124,8 @@ def test_gander_vandewalle_contraction_bound(coarse_kind, lam_dt):
 
 
 def test_backward_euler_bound_supremum():
-    """The sup over x of (1 - (1 + x) e^-x) / x is 0.2984 near x = 1.79 (DESIGN 2.3)."""
+    """The sup over x of (1 - (1 + x) e^-x) / x is 0.2984 near x = 1.79 (docs/algorithm.md,
+    "Parareal")."""
     x = np.linspace(1e-3, 20, 200001)
     g = np.abs(np.exp(-x) - 1 / (1 + x)) * (1 + x) / x  # |F - R| / (1 - |R|), N -> infinity
     assert g.max() == pytest.approx(0.2984, abs=1e-4)

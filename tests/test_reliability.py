@@ -1,5 +1,5 @@
-"""Issue 13's defects, one test each: silent wrong results, bad inputs with clear errors, edge
-shapes. (Interrupts: test_interrupts.py; per-sample failures and denoiser outputs:
+"""Defects that once gave silent wrong results, bad inputs that need clear errors, edge
+shapes: one test each. (Interrupts: test_interrupts.py; per-sample failures and denoiser outputs:
 test_samplers.py; CLI and loader: test_cli.py, test_digits_model.py; max_batch: test_engine.py,
 test_picard_ode.py, test_samplers.py.)"""
 

@@ -31,7 +31,7 @@ from diffusers import (
 import pint
 import pint_diffusion
 from pint_diffusion.schedulers import (
-    SchedulerStepper,
+    SchedulerStep,
     check_deterministic,
     scheduler_trajectory,
 )
@@ -87,7 +87,7 @@ def test_parareal_at_full_iterations_is_the_serial_loop(name):
 def test_step_is_a_pure_function_of_step_state_and_output(name):
     sched, latents = ready(name)
     before = {k: v for k, v in vars(sched).items() if isinstance(v, int | float | None)}
-    stepper = SchedulerStepper(sched, latents.shape[1:])
+    stepper = SchedulerStep(sched, latents.shape[1:])
     n = len(stepper.timesteps)
     # states along the serial loop, then every step recomputed from them in ONE mixed call
     states, outputs = [stepper.augment(latents)], []
@@ -111,12 +111,12 @@ def test_step_is_a_pure_function_of_step_state_and_output(name):
 
 def test_history_is_found_by_name():
     sched, latents = ready("unipc3")
-    assert set(SchedulerStepper(sched, latents.shape[1:]).slots) == {
+    assert set(SchedulerStep(sched, latents.shape[1:]).slots) == {
         "model_outputs[-1]", "model_outputs[-2]", "model_outputs[-3]", "last_sample"}
     sched, latents = ready("pndm")  # ets grows without bound; PNDM reads its last 4
-    assert SchedulerStepper(sched, latents.shape[1:]).rows == 1 + 1 + 4
+    assert SchedulerStep(sched, latents.shape[1:]).rows == 1 + 1 + 4
     sched, latents = ready("euler")
-    assert SchedulerStepper(sched, latents.shape[1:]).slots == []
+    assert SchedulerStep(sched, latents.shape[1:]).slots == []
 
 
 @pytest.mark.parametrize(("make", "match"), [
@@ -148,7 +148,7 @@ def test_refuses_a_scheduler_that_draws_random_numbers():
     sched = NoisyEuler(**SD_BETAS)
     sched.set_timesteps(4)
     with pytest.raises(ValueError, match=r"NoisyEuler\.step is not deterministic"):
-        SchedulerStepper(sched, SHAPE)
+        SchedulerStep(sched, SHAPE)
     if hasattr(diffusers, "DPMSolverSDEScheduler"):
         with pytest.raises(ValueError, match="DPMSolverSDEScheduler"):
             check_deterministic(DPMSolverSDEScheduler(**SD_BETAS))
@@ -156,7 +156,7 @@ def test_refuses_a_scheduler_that_draws_random_numbers():
 
 def test_needs_set_timesteps():
     with pytest.raises(ValueError, match="set_timesteps"):
-        SchedulerStepper(EulerDiscreteScheduler(**SD_BETAS), SHAPE)
+        SchedulerStep(EulerDiscreteScheduler(**SD_BETAS), SHAPE)
 
 
 def test_describe_names_the_step():
@@ -232,7 +232,7 @@ def test_the_dry_run_leaves_the_random_stream_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    SchedulerStepper(sched, latents.shape[1:])
+    SchedulerStep(sched, latents.shape[1:])
     assert torch.equal(torch.rand(3), expected)
 
 

@@ -75,8 +75,8 @@ def test_default_tolerance_is_close_to_serial(k_sampling, name):
 @pytest.mark.parametrize("n_steps", [7, 25, 30])
 @pytest.mark.parametrize("name", ["euler", "heun"])
 def test_pipelined_depth_follows_the_recurrence(name, n_steps):
-    """Measured depth equals DESIGN 2.4's recurrence with per-block depths (unequal blocks,
-    Heun's last step to sigma 0 costs one evaluation)."""
+    """Measured depth equals the pipelined recurrence of docs/algorithm.md with per-block depths
+    (unequal blocks, Heun's last step to sigma 0 costs one evaluation)."""
     model = ToyDenoiser()
     sigmas = karras(n_steps)
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(3)) * 20.0

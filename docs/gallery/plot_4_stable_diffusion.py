@@ -2,8 +2,10 @@
 Tutorial 4: SRDS for Stable Diffusion with diffusers
 ====================================================
 
-:class:`pint_diffusion.StableDiffusionSRDSPipeline` is a ``StableDiffusionPipeline`` that
-samples with SRDS instead of the scheduler's serial loop. Build it from a loaded pipeline
+:class:`pint_diffusion.StableDiffusionSRDSPipeline` (the former name of
+:class:`~pint_diffusion.pipelines.ParallelStableDiffusionPipeline`, taking SRDS's options as
+``srds_*`` arguments) is a ``StableDiffusionPipeline`` that samples with SRDS instead of the
+scheduler's serial loop. Build it from a loaded pipeline
 with ``from_pipe`` (the components are shared, nothing is copied or downloaded) and call it
 with the original pipeline's arguments.
 
@@ -40,12 +42,12 @@ srds.set_progress_bar_config(disable=True)
 # call. Extra arguments: ``srds_blocks`` (default ``round(2 sqrt(num_inference_steps))``),
 # ``srds_tol`` (the RMS change of the latents between iterations at which a sample stops,
 # default ``1e-3``), ``srds_pipelined`` and ``srds_max_iters``. The output carries the
-# run's :class:`~pint_diffusion.SRDSInfo` in ``out.srds``.
+# run's :class:`~pint_diffusion.SamplerInfo` in ``out.info``.
 prompts = ["a cat", "a dog"]  # the tiny tokenizer knows few words
 call = dict(prompt=prompts, num_inference_steps=50, guidance_scale=7.5, output_type="latent")
 serial = pipe(generator=torch.Generator().manual_seed(0), **call).images
 out = srds(generator=torch.Generator().manual_seed(0), **call)
-info = out.srds
+info = out.info
 print(f"serial: 50 sequential UNet calls; SRDS: {info.iterations} iterations, "
       f"{info.sequential_nfe} sequential calls, {info.nfe} UNet rows in total")
 print(f"latents: max |value| {serial.abs().max():.1f}, "
@@ -56,7 +58,7 @@ print(f"latents: max |value| {serial.abs().max():.1f}, "
 # list of PIL images. Run to full iterations (``srds_max_iters=None, srds_tol=0``) and the
 # latents equal the serial pipeline's up to float32 round-off.
 exact = srds(generator=torch.Generator().manual_seed(0), srds_tol=0.0, **call)
-print(f"tol=0: {exact.srds.iterations} iterations (= blocks), "
+print(f"tol=0: {exact.info.iterations} iterations (= blocks), "
       f"max |SRDS - serial| {(exact.images - serial).abs().max():.1e}")
 
 # %%
@@ -70,9 +72,9 @@ depths = []
 for steps in steps_list:
     run = srds(generator=torch.Generator().manual_seed(0), prompt=prompts,
                num_inference_steps=steps, guidance_scale=7.5, output_type="latent")
-    depths.append(run.srds.sequential_nfe)
-    print(f"{steps:4d} steps: {run.srds.iterations} iterations, depth {run.srds.sequential_nfe}"
-          f" (predicted {run.srds.predicted_sequential_nfe})")
+    depths.append(run.info.sequential_nfe)
+    print(f"{steps:4d} steps: {run.info.iterations} iterations, depth {run.info.sequential_nfe}"
+          f" (predicted {run.info.predicted_sequential_nfe})")
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(steps_list, steps_list, "k--", label="serial pipeline")
@@ -85,62 +87,50 @@ fig.tight_layout()
 # %%
 # Schedulers
 # ----------
-# SRDS integrates the probability-flow ODE, so it works with the schedulers that *are* ODE
-# solvers of it, through :class:`~pint_diffusion.DiffusersDenoiser`:
-#
-# * ``DDIMScheduler`` with ``eta = 0`` (DDIM is Euler's method in variance-exploding
-#   coordinates), timestep spacing ``"leading"``, ``"trailing"`` or ``"linspace"``;
-# * ``EulerDiscreteScheduler`` (already in VE coordinates; Karras sigmas and the other
-#   sigma schedules are taken as the scheduler makes them).
-#
-# Swap the scheduler as you would for the serial pipeline:
-pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
-srds.set_progress_bar_config(disable=True)
+# The pipeline drives the scheduler's own ``step`` (its history, for multistep schedulers,
+# is part of the state), so every deterministic diffusers scheduler works: DDIM, Euler,
+# Heun, DPM++ 2M (Karras), UniPC, PNDM, ... At full iterations the latents are the serial
+# pipeline's. Models trained with ``prediction_type="v_prediction"`` (Stable Diffusion 2.x at
+# 768 px) or ``"sample"`` need nothing else either: the scheduler reads the model output as it
+# always does. Swap the scheduler as you would for the serial pipeline:
 call = dict(prompt=prompts, num_inference_steps=25, guidance_scale=7.5, output_type="latent")
-serial = pipe(generator=torch.Generator().manual_seed(0), **call).images
-out = srds(generator=torch.Generator().manual_seed(0), **call)
-print(f"EulerDiscrete: depth {out.srds.sequential_nfe} vs 25, "
-      f"max |SRDS - serial| {(out.images - serial).abs().max():.1e}")
-
-# %%
-# v-prediction
-# ------------
-# Models trained with ``prediction_type="v_prediction"`` (Stable Diffusion 2.x at 768 px)
-# and ``"sample"`` map to the denoiser in the same way as epsilon prediction; nothing else
-# changes.
-pipe.scheduler = DDIMScheduler(**sd_scheduler, prediction_type="v_prediction")
-srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
-srds.set_progress_bar_config(disable=True)
-serial = pipe(generator=torch.Generator().manual_seed(0), **call).images
-out = srds(generator=torch.Generator().manual_seed(0), **call)
-print(f"v-prediction: depth {out.srds.sequential_nfe} vs 25, "
-      f"max |SRDS - serial| {(out.images - serial).abs().max():.1e}")
+for name, scheduler in {
+    "EulerDiscrete": EulerDiscreteScheduler.from_config(pipe.scheduler.config),
+    "DPM++ 2M Karras": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config,
+                                                               use_karras_sigmas=True),
+    "DDIM, v-prediction": DDIMScheduler(**sd_scheduler, prediction_type="v_prediction"),
+}.items():
+    pipe.scheduler = scheduler
+    srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
+    srds.set_progress_bar_config(disable=True)
+    serial = pipe(generator=torch.Generator().manual_seed(0), **call).images
+    out = srds(generator=torch.Generator().manual_seed(0), **call)
+    print(f"{name}: depth {out.info.sequential_nfe} vs 25, "
+          f"max |SRDS - serial| {(out.images - serial).abs().max():.1e}")
 
 # %%
 # What is refused
 # ---------------
-# Options that break the ODE view would make SRDS converge to something other than the
-# serial sampler, so they raise a clear error instead of sampling something else silently:
-# clipping or thresholding the predicted sample, a stochastic ``eta``, guidance rescaling,
-# custom timesteps, and schedulers that are not one-step ODE solvers of the PF-ODE
-# (multistep solvers such as DPM-Solver++). The pipeline checks its scheduler through
-# :class:`~pint_diffusion.DiffusersDenoiser`, which also serves k-diffusion samplers
-# (:ref:`sphx_glr_auto_examples_plot_5_k_diffusion.py`).
+# Options that the parallel loop cannot honour raise a clear error instead of sampling
+# something else silently: stochastic schedulers and options (``eta > 0``, ancestral
+# schedulers), guidance rescaling, step-end callbacks. The k-diffusion view of a UNet
+# (:class:`~pint_diffusion.DiffusersDenoiser`, for k-diffusion-style samplers, see
+# :ref:`sphx_glr_auto_examples_plot_5_k_diffusion.py`) is stricter: it takes DDIM and Euler
+# only, without clipping or thresholding the predicted sample.
+pipe.scheduler = DDIMScheduler(**sd_scheduler)
+srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
+srds.set_progress_bar_config(disable=True)
+for kwargs in ({"eta": 0.5}, {"guidance_rescale": 0.7}):
+    try:
+        srds(**call, **kwargs)
+    except ValueError as error:
+        print(f"{kwargs}: ValueError: {error}")
 refused = {
     "clip_sample=True": DDIMScheduler(**(sd_scheduler | {"clip_sample": True})),
-    "thresholding=True": DDIMScheduler(**(sd_scheduler | {"thresholding": True})),
     "DPM-Solver++": DPMSolverMultistepScheduler(),
 }
 for name, scheduler in refused.items():
     try:
         DiffusersDenoiser(pipe.unet, scheduler)
     except (TypeError, ValueError) as error:
-        print(f"{name}: {type(error).__name__}: {error}")
-pipe.scheduler = DDIMScheduler(**sd_scheduler)
-srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
-for kwargs in ({"eta": 0.5}, {"guidance_rescale": 0.7}):
-    try:
-        srds(**call, **kwargs)
-    except ValueError as error:
-        print(f"{kwargs}: ValueError: {error}")
+        print(f"DiffusersDenoiser, {name}: {type(error).__name__}: {error}")

@@ -6,7 +6,7 @@ Tutorial 5: k-diffusion samplers and denoisers
 ``sampler(model, x, sigmas, extra_args=None, callback=None, disable=None)``, where ``model``
 is a *denoiser* ``model(x, sigma, **extra_args) -> denoised`` in the variance-exploding
 convention and ``x`` is the initial noise already scaled by ``sigmas[0]``. So it replaces
-``k_diffusion.sampling.sample_euler`` (or ``sample_heun`` with ``solver=Heun()``) in
+``k_diffusion.sampling.sample_euler`` (or ``sample_heun`` with ``solver=HeunSolver()``) in
 existing code, with any k-diffusion denoiser (``k_diffusion.external.CompVisDenoiser``,
 ``DiscreteEpsDDPMDenoiser``, a Karras-preconditioned model, ...). pint_diffusion does not
 import k-diffusion: a denoiser is just a callable.
@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import pint_diffusion
-from pint_diffusion import DiffusersDenoiser, Euler, Heun, sample_srds
+from pint_diffusion import DiffusersDenoiser, EulerSolver, HeunSolver, sample_srds
 from pint_diffusion.models import load_digits_model
 
 
@@ -64,10 +64,10 @@ except ImportError:
     from pint_diffusion import sample_serial
 
     def sample_euler(model, x, sigmas, disable=None):
-        return sample_serial(model, x, sigmas, disable=disable, solver=Euler())
+        return sample_serial(model, x, sigmas, disable=disable, solver=EulerSolver())
 
     def sample_heun(model, x, sigmas, disable=None):
-        return sample_serial(model, x, sigmas, disable=disable, solver=Heun())
+        return sample_serial(model, x, sigmas, disable=disable, solver=HeunSolver())
 
     source = "pint_diffusion.sample_serial"
 print(f"serial samplers from {source}")
@@ -82,7 +82,7 @@ reference = {"euler": sample_euler(gaussian_denoiser, x, sigmas, disable=True),
              "heun": sample_heun(gaussian_denoiser, x, sigmas, disable=True)}
 serial_depth = {"euler": 100, "heun": 199}
 residuals = {}
-for name, solver in (("euler", Euler()), ("heun", Heun())):
+for name, solver in (("euler", EulerSolver()), ("heun", HeunSolver())):
     for tol in (1e-3, 0.0):
         out, info = sample_srds(gaussian_denoiser, x, sigmas, solver=solver, tol=tol,
                                 disable=True, return_info=True)
