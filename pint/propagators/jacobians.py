@@ -180,6 +180,10 @@ class Banded:
     def device(self) -> torch.device:
         return self.bands.device
 
+    @property
+    def requires_grad(self) -> bool:
+        return self.bands.requires_grad
+
     def __repr__(self) -> str:
         return f"Banded(d={self.shape[0]}, lower={self.lower}, upper={self.upper})"
 
@@ -189,6 +193,8 @@ class Banded:
         out = self.bands.new_zeros(d, d)
         for k in range(len(self.bands)):
             offset = self.upper - k  # the diagonal j - i
+            if abs(offset) >= d:
+                continue
             out = out + torch.diag(self.bands[k, max(offset, 0):d + min(offset, 0)], offset)
         return out
 
@@ -198,6 +204,8 @@ class Banded:
         out = torch.zeros_like(x)
         for k in range(len(self.bands)):
             o = self.upper - k  # out[:, i] += A[i, i + o] x[:, i + o] = bands[k, i + o] x[i + o]
+            if abs(o) >= d:
+                continue
             if o >= 0:
                 out[:, :d - o] += self.bands[k, o:] * x[:, o:]
             else:
