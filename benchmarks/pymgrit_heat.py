@@ -288,7 +288,8 @@ unknowns, 65 time points) and the problem of its `Heat2D` (`nx = ny = 258`, 256 
 unknowns, 33 time points; pint only: PyMGRIT's `Heat2D` calls `spsolve`, a new sparse
 factorisation every step, 1.1 s each here, minutes per MGRIT solve), `t in [0, 2]`, `a = 1`,
 backward Euler on every level, V-cycles, coarsening 4, nested iteration, tolerance
-{payload['tol']:g} on the residual's 2-norm. pint runs its own propagators on `f(t, u) = -L u + b(t)` (a stencil):
+{payload['tol']:g} on the residual's 2-norm. pint runs its own propagators on
+`f(t, u) = -L u + b(t)` (a stencil):
 
 - *matrix*: `pint.BackwardEuler(1, jacobian=-L, linear=True)` with `-L` a `pint.Banded`
   (1-D) or a torch sparse CSR matrix (2-D): one SciPy sparse LU per step size, reused
