@@ -45,6 +45,7 @@ import math
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +118,13 @@ class Heat:
             bands = torch.tensor([[self.fac], [-2 * self.fac], [self.fac]],
                                  dtype=torch.float64).expand(3, self.n).contiguous()
             return pint.Banded(bands, lower=1)
-        m = -self.laplacian
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr).long(),
-                                       torch.from_numpy(m.indices).long(),
-                                       torch.from_numpy(m.data), size=m.shape)
+        m = (-self.laplacian).tocsr()
+        with warnings.catch_warnings():  # torch's "CSR support is in beta" notice
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(torch.from_numpy(m.indptr).long(),
+                                           torch.from_numpy(m.indices).long(),
+                                           torch.from_numpy(m.data), size=m.shape,
+                                           check_invariants=True)
 
     def exact(self) -> Tensor:
         return torch.cos(self.t)[:, None] * self.shape
