@@ -322,3 +322,44 @@ def test_engine_rows_with_tangents_do_not_leak_into_other_tasks():
 
     assert fwad.unpack_dual(out["explicit"]).tangent is None
     torch.testing.assert_close(out["explicit"], solo[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", ["sparse CSR, linear", "banded, linear", "autodiff banded",
+                                  "newton-krylov, banded preconditioner"])
+def test_paths_on_each_device(device, path):
+    """Off the CPU sparse and banded matrices are solved by GMRES with their own product,
+    banded Jacobians densely; the result equals the CPU's dense exact solve."""
+    options = dict(PATHS[path])
+    move = {torch.Tensor: lambda m: m.to(device),
+            pint.Banded: lambda m: pint.Banded(m.bands.to(device), lower=m.lower)}
+    jacobian = options["jacobian"]
+    if isinstance(jacobian, pint.NewtonKrylov):
+        options["jacobian"] = pint.NewtonKrylov(
+            rtol=jacobian.rtol, preconditioner=move[type(jacobian.preconditioner)](
+                jacobian.preconditioner))
+    elif not isinstance(jacobian, pint.Autodiff):
+        options["jacobian"] = move[torch.Tensor if isinstance(jacobian, torch.Tensor)
+                                   else pint.Banded](jacobian)
+    f = forced(HEAT)
+    t = HEAT.times(5)
+    exact = pint.serial(f, HEAT.y0, t, method=pint.SDIRK2(2, jacobian=A, linear=True),
+                        vectorized=True)
+    sol = pint.serial(f, HEAT.y0.to(device), t.to(device),
+                      method=pint.SDIRK2(2, **options), vectorized=True)
+    torch.testing.assert_close(sol.ys.cpu(), exact.ys, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("path", ["sparse COO, linear", "banded, simplified Newton",
+                                  "autodiff banded"])
+def test_without_scipy_the_torch_solvers_take_over(path, monkeypatch):
+    """SciPy is optional: sparse and banded matrices then go to GMRES, banded Jacobians to a
+    dense solve; same results."""
+    monkeypatch.setattr("pint.propagators.jacobians.has_scipy", lambda: False)
+    f = forced(HEAT)
+    t = HEAT.times(5)
+    exact = pint.serial(f, HEAT.y0, t, method=pint.BackwardEuler(2, jacobian=A, linear=True),
+                        vectorized=True)
+    sol = pint.serial(f, HEAT.y0, t, method=pint.BackwardEuler(2, **PATHS[path]),
+                      vectorized=True)
+    torch.testing.assert_close(sol.ys, exact.ys, rtol=0, atol=1e-10)

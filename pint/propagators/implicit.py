@@ -612,10 +612,11 @@ def _dense_solver(newton: Tensor, keep_grad: bool = False) -> Callable[[Tensor],
 
 def _banded_solver(bands: Tensor, lower: int, upper: int) -> Callable[[Tensor], Tensor]:
     """``g -> newton^{-1} g`` for one banded Newton matrix per row, ``bands`` ``(R, w, d)`` in
-    LAPACK's layout: SciPy's banded LU on the CPU when no gradient is needed, else dense."""
+    LAPACK's layout: SciPy's banded LU on the CPU when no gradient is needed (and SciPy is
+    installed), else dense."""
 
     def solve(g: Tensor) -> Tensor:
-        if g.device.type != "cpu" or g.requires_grad:
+        if g.device.type != "cpu" or g.requires_grad or not jac_.has_scipy():
             return _dense_solver(_banded_to_dense(bands, upper))(g)
         from scipy.linalg import solve_banded
 

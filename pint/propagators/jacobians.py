@@ -11,8 +11,9 @@ The ``jacobian=`` argument of :class:`pint.BackwardEuler`, :class:`pint.SDIRK2` 
   tensor, a torch sparse COO/CSR ``(d, d)`` tensor, a :class:`Banded` matrix, or a callable
   ``t -> (d, d) or (R, d, d)`` dense matrix. Sparse and banded matrices are never densified:
   on the CPU ``I - h a J`` is factorised once per step size by SciPy's sparse LU
-  (``scipy.sparse.linalg.splu``) and reused; on other devices each solve runs the batched
-  GMRES (:func:`gmres`) with the matrix's own product.
+  (``scipy.sparse.linalg.splu``) and reused; on other devices (or without SciPy, which pint
+  does not require) each solve runs the batched GMRES (:func:`gmres`) with the matrix's own
+  product.
 
 The propagators never see ``f`` (every evaluation is a request to the engine, batched with the
 other propagations' of the round), so automatic differentiation runs *through* the request:
@@ -27,6 +28,7 @@ with PyTorch's message: pass ``jacobian=pint.FiniteDifferences()`` there.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
 from collections.abc import Callable, Generator
@@ -286,11 +288,17 @@ class _SparseLU(torch.autograd.Function):
         return torch.from_numpy(out.T.copy()).to(grad), None
 
 
+def has_scipy() -> bool:
+    """SciPy (optional: pint needs only torch) is installed."""
+    return importlib.util.find_spec("scipy") is not None
+
+
 def sparse_solver(matrix: Tensor | Banded, ha: float) -> Callable[[Tensor], Tensor]:
     """A solver ``g (n, d) -> (I - ha A)^{-1} g`` for a sparse or banded ``A``, not densified:
-    SciPy's sparse LU on the CPU (factorised here, once), batched GMRES elsewhere."""
+    SciPy's sparse LU on the CPU (factorised here, once), batched GMRES elsewhere (or without
+    SciPy)."""
     d = matrix.shape[0]
-    if matrix.device.type == "cpu":
+    if matrix.device.type == "cpu" and has_scipy():
         import scipy.sparse
         import scipy.sparse.linalg
 
