@@ -363,3 +363,26 @@ def test_without_scipy_the_torch_solvers_take_over(path, monkeypatch):
     sol = pint.serial(f, HEAT.y0, t, method=pint.BackwardEuler(2, **PATHS[path]),
                       vectorized=True)
     torch.testing.assert_close(sol.ys, exact.ys, rtol=0, atol=1e-10)
+
+
+def test_newton_krylov_refuses_gradients():
+    y0 = HEAT.y0.clone().requires_grad_()
+    with pytest.raises(ValueError, match="does not differentiate through its solves"):
+        pint.serial(HEAT.f, y0, HEAT.times(3), vectorized=True,
+                    method=pint.BackwardEuler(1, jacobian=pint.NewtonKrylov()))
+    with torch.no_grad():
+        pint.serial(HEAT.f, y0, HEAT.times(3), vectorized=True,
+                    method=pint.BackwardEuler(1, jacobian=pint.NewtonKrylov()))
+
+
+def test_gradients_through_the_autodiff_path_match_the_exact_solve():
+    t = HEAT.times(4)
+    grads = []
+    for jacobian in (pint.Autodiff(), A):
+        y0 = HEAT.y0.clone().requires_grad_()
+        linear = {"linear": True} if isinstance(jacobian, torch.Tensor) else {}
+        sol = pint.serial(forced(HEAT), y0, t, vectorized=True,
+                          method=pint.BackwardEuler(1, jacobian=jacobian, **linear))
+        (sol.ys[-1] ** 2).sum().backward()
+        grads.append(y0.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-8, atol=1e-12)

@@ -460,6 +460,11 @@ class DIRK:
         rows, d = y.shape
         f_y = (yield Request(t, y.reshape(-1, *shape[1:]), active)).reshape(rows, d)
         g = y - z - ha * f_y
+        if g.requires_grad:
+            raise ValueError(f"{type(self).__name__}: jacobian=pint.NewtonKrylov() does not "
+                             f"differentiate through its solves (states or f's parameters "
+                             f"require grad); use jacobian=pint.Autodiff() or a matrix, or "
+                             f"solve under torch.no_grad()")
         if self._no_tangents:
             return (yield from self._newton_step(FiniteDifferences(), t, y, z, ha, active,
                                                  shape))

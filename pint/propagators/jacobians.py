@@ -32,7 +32,7 @@ import importlib.util
 import math
 import warnings
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any
 
@@ -97,7 +97,9 @@ class NewtonKrylov:
 
     Every product ``J v`` is one request of ``R`` rows carrying forward-mode tangents (one
     round). Inexact Newton: each linear solve stops at ``rtol`` relative residual; Newton's own
-    test decides convergence.
+    test decides convergence. No gradients through the solve (the adjoint would need ``J^T v``,
+    which the requests cannot give): a solve whose states require grad raises ``ValueError``;
+    use :class:`Autodiff` or a matrix there.
 
     Args:
         rtol: relative residual at which GMRES stops, per row.
@@ -114,7 +116,7 @@ class NewtonKrylov:
     rtol: float = 1e-8
     maxiter: int = 500
     restart: int = 60
-    preconditioner: Any = None
+    preconditioner: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.rtol, int | float) and 0 < self.rtol < 1):
