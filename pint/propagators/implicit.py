@@ -10,7 +10,7 @@ unit of depth), batched with everything else that runs in that round. The Newton
 ``I - a_ii h J`` comes from the ``jacobian=`` argument (:mod:`pint.propagators.jacobians`):
 
 - ``None`` (default): chosen from the number ``d`` of entries of one state: forward finite
-  differences batched into each request for ``d <= 16`` (:class:`~pint.FiniteDifferences`),
+  differences batched into each request for ``d <= 200`` (:class:`~pint.FiniteDifferences`),
   the exact Jacobian by forward-mode automatic differentiation for ``d <= 2048``
   (:class:`~pint.Autodiff`, banded when the Jacobian is), matrix-free Newton-Krylov beyond
   (:class:`~pint.NewtonKrylov`). Full Newton.
@@ -151,7 +151,7 @@ class DIRK:
         tableau: the method's :class:`DIRKTableau`.
         steps: substeps per slice.
         jacobian: the Newton matrix's source (:mod:`pint.propagators.jacobians`): ``None``
-            (auto: by the state's size ``d``, :class:`~pint.FiniteDifferences` up to 16
+            (auto: by the state's size ``d``, :class:`~pint.FiniteDifferences` up to 200
             entries, :class:`~pint.Autodiff` up to 2048, :class:`~pint.NewtonKrylov` beyond);
             one of those strategies; or a fixed Newton matrix (simplified Newton) over the
             flattened state of ``d`` entries: a dense or sparse (COO, CSR) ``(d, d)`` tensor,
@@ -276,7 +276,7 @@ class DIRK:
         """The Newton path for states of ``d`` entries; ``None`` for a given matrix."""
         j = self.jacobian
         if j is None:
-            if d <= jac_.AUTO_FINITE_DIFFERENCES:
+            if d <= jac_.FINITE_DIFFERENCES_MAX:
                 j = FiniteDifferences()
             else:
                 j = Autodiff() if d <= jac_.AUTO_DENSE else NewtonKrylov()
@@ -284,7 +284,7 @@ class DIRK:
             return None
         if self._no_tangents and not isinstance(j, FiniteDifferences):
             j = FiniteDifferences()
-        if isinstance(j, FiniteDifferences) and d > jac_.SLOW_FINITE_DIFFERENCES and not (
+        if isinstance(j, FiniteDifferences) and d > jac_.FINITE_DIFFERENCES_MAX and not (
                 self._warned):
             self._warned = True
             jac_.warn_slow(type(self).__name__, d)

@@ -4,8 +4,9 @@ The ``jacobian=`` argument of :class:`pint.BackwardEuler`, :class:`pint.SDIRK2` 
 :class:`pint.propagators.DIRK` takes one of:
 
 - ``None`` (default, "auto"), chosen from the number ``d`` of entries of one state:
-  :class:`FiniteDifferences` for ``d <= 16``, :class:`Autodiff` for ``d <= 2048``,
-  :class:`NewtonKrylov` beyond.
+  :class:`FiniteDifferences` for ``d <= 200``, :class:`Autodiff` for ``d <= 2048``,
+  :class:`NewtonKrylov` beyond. (Forward-mode AD costs PyTorch more per operation than a plain
+  evaluation, so on small states the ``d + 1`` plain rows of finite differences are faster.)
 - a strategy: :class:`FiniteDifferences`, :class:`Autodiff`, :class:`NewtonKrylov`;
 - a matrix ``J`` (fixed Newton matrix, or the exact one with ``linear=True``): a dense ``(d, d)``
   tensor, a torch sparse COO/CSR ``(d, d)`` tensor, a :class:`Banded` matrix, or a callable
@@ -51,12 +52,11 @@ __all__ = [
     "gmres",
 ]
 
-#: Largest state for which "auto" uses finite differences (any ``f``, ``d + 1`` rows per row).
-AUTO_FINITE_DIFFERENCES = 16
+#: Largest state for which "auto" uses finite differences (any ``f``, ``d + 1`` rows per row);
+#: finite differences on larger states warn (:class:`SlowNewtonWarning`).
+FINITE_DIFFERENCES_MAX = 200
 #: Largest state for which "auto" forms the Jacobian (by forward-mode AD); matrix-free beyond.
 AUTO_DENSE = 2048
-#: Finite differences beyond this many entries per state warn (:class:`SlowNewtonWarning`).
-SLOW_FINITE_DIFFERENCES = 200
 
 
 class SlowNewtonWarning(UserWarning):
