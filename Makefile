@@ -60,8 +60,9 @@ test-gpu: $(STAMP)
 # The GPU benchmark (under 8 minutes on one H100): benchmarks/results/gpu_<device>.{json,md}.
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu.py
-# The peer check against PyMGRIT (benchmarks/pymgrit_heat.py): PyMGRIT 1.0.6 needs numpy<2 and
-# mpi4py (its MPI from the mpich wheel), so it gets a venv of its own, created here once.
+# The peer check against PyMGRIT (benchmarks/pymgrit_heat.py, one thread on both sides, about
+# 6 minutes): PyMGRIT 1.0.6 needs numpy<2 and mpi4py (its MPI from the mpich wheel), so it gets
+# a venv of its own, created here once.
 PYMGRIT_VENV ?= .venv-pymgrit
 $(PYMGRIT_VENV)/.installed:
 	test -x $(PYMGRIT_VENV)/bin/python || $(PYTHON) -m venv $(PYMGRIT_VENV)
@@ -69,7 +70,8 @@ $(PYMGRIT_VENV)/.installed:
 	touch $@
 
 bench-pymgrit: $(STAMP) $(PYMGRIT_VENV)/.installed
-	$(BIN)/python benchmarks/pymgrit_heat.py --peer-python $(PYMGRIT_VENV)/bin/python
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/pymgrit_heat.py --threads 1 \
+		--peer-python $(PYMGRIT_VENV)/bin/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -29,6 +29,8 @@ report the depth its schedule predicts.
 - :mod:`pint.propagators.runge_kutta`: explicit Runge-Kutta methods over Butcher tableaus.
 - :mod:`pint.propagators.implicit`: diagonally implicit Runge-Kutta methods (backward Euler,
   SDIRK2) with a batched Newton solve, for stiff problems.
+- :mod:`pint.propagators.jacobians`: their Newton matrices: finite differences, automatic
+  differentiation, matrix-free Newton-Krylov, dense, sparse and banded matrices.
 - :mod:`pint.propagators.torchdiffeq`: any ``torchdiffeq.odeint`` method.
 """
 
@@ -47,6 +49,13 @@ from .implicit import (
     BackwardEuler,
     DIRKTableau,
     NewtonError,
+)
+from .jacobians import (
+    Autodiff,
+    Banded,
+    FiniteDifferences,
+    NewtonKrylov,
+    SlowNewtonWarning,
 )
 from .runge_kutta import (
     EULER_TABLEAU,
@@ -72,17 +81,22 @@ __all__ = [
     "RK4_TABLEAU",
     "SDIRK2",
     "SDIRK2_TABLEAU",
+    "Autodiff",
     "BackwardEuler",
+    "Banded",
     "ButcherTableau",
     "DIRKTableau",
     "Euler",
+    "FiniteDifferences",
     "Heun",
     "Midpoint",
     "NewtonError",
+    "NewtonKrylov",
     "Propagation",
     "Propagator",
     "Request",
     "RungeKutta",
+    "SlowNewtonWarning",
     "Torchdiffeq",
     "propagation",
     "slice_depths",
