@@ -1,8 +1,9 @@
 """Shared pytest fixtures.
 
-Helper modules in this directory (``devices``, ``kdiffusion``) are imported by plain
-name (``from devices import DEVICES``); this directory is put on ``sys.path`` so that works
-whatever pytest's rootdir and import mode.
+Helper modules in this directory (``helpers``, ``devices``, ``kdiffusion``) are imported by
+plain name (``from helpers import lotka``); this directory is put on ``sys.path`` so that works
+whatever pytest's rootdir and import mode. Test modules (in ``pint/`` and ``pint_diffusion/``,
+one folder per package) import only these, never each other.
 """
 
 from __future__ import annotations
