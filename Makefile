@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/summary.py
 
 # On a machine with a CUDA GPU (install a CUDA torch with TORCH=..., see docs/howto/gpu.md).
-# The CUDA-marked tests; the marker includes the NCCL test of tests/test_distributed.py, which
+# The CUDA-marked tests; the marker includes the NCCL test of tests/pint/test_distributed.py, which
 # also needs two GPUs (-rs prints why a test was skipped).
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -rs -m cuda $(PYTEST_ARGS)

@@ -1,14 +1,15 @@
 """Defects that once gave silent wrong results, bad inputs that need clear errors, edge
-shapes: one test each. (Interrupts: test_interrupts.py; per-sample failures and denoiser outputs:
-test_samplers.py; CLI and loader: test_cli.py, test_digits_model.py; max_batch: test_engine.py,
-test_picard_ode.py, test_samplers.py.)"""
+shapes: one test each. (Interrupts: pint/test_interrupts.py; per-sample failures and denoiser
+outputs: pint_diffusion/test_samplers.py; CLI and loader: pint_diffusion/test_cli.py,
+pint_diffusion/test_digits_model.py; max_batch: pint/test_engine.py, pint/test_picard.py,
+pint_diffusion/test_samplers.py.)"""
 
 import math
 
 import numpy as np
 import pytest
 import torch
-from test_srds import ToyDenoiser, karras
+from helpers import ToyDenoiser, karras
 
 import pint
 from pint_diffusion import QuasiNewton, sample_picard, sample_quasi_newton, sample_srds

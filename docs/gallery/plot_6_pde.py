@@ -217,7 +217,7 @@ fig.tight_layout()
 # Fitting a parameter through Parareal
 # ------------------------------------
 # Every solver is differentiable: autograd flows through Parareal's iterations (and Picard's)
-# and equals autograd through the serial solve (``tests/test_gradients.py``). Here the
+# and equals autograd through the serial solve (``tests/pint/test_gradients.py``). Here the
 # diffusivity of the 1-D heat equation is recovered from its final state by gradient descent
 # on a loss computed by Parareal with a fixed number of iterations. The backward pass keeps the
 # whole iteration's graph in memory (every propagation of every iteration), so it costs memory

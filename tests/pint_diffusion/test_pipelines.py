@@ -3,13 +3,13 @@ name StableDiffusionSRDSPipeline), SDXL, SD3 and Flux, tiny random-weight compon
 
 import pytest
 import torch
+from helpers import ddim, euler
 
 pytest.importorskip("diffusers")
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     FlowMatchHeunDiscreteScheduler,
     UniPCMultistepScheduler,
@@ -36,27 +36,12 @@ from pint_diffusion.testing import (
     tiny_flux_pipeline,
     tiny_sd3_components,
     tiny_sd3_pipeline,
-    tiny_sd_components,
     tiny_sd_pipeline,
     tiny_sdxl_components,
     tiny_sdxl_pipeline,
 )
 
 STEPS = 12
-
-
-def ddim(prediction_type, set_alpha_to_one):
-    return DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=set_alpha_to_one,
-                         prediction_type=prediction_type, steps_offset=1)
-
-
-def euler(prediction_type, _):
-    return EulerDiscreteScheduler(**SD_BETAS, prediction_type=prediction_type)
-
-
-@pytest.fixture(scope="module")
-def components():
-    return tiny_sd_components(0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -70,13 +55,12 @@ def test_the_former_sd_name_is_the_parallel_pipeline():
                                                      "__static_attributes__"} == {"__call__"}
 
 
-@pytest.mark.parametrize(("make", "set_alpha_to_one"),
-                         [(ddim, False), (ddim, True), (euler, None)],
+@pytest.mark.parametrize(("make", "config"),
+                         [(ddim, {}), (ddim, dict(set_alpha_to_one=True)), (euler, {})],
                          ids=["ddim", "ddim-alpha1", "euler"])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_full_iterations_equal_the_serial_pipeline(components, make, set_alpha_to_one,
-                                                    prediction_type):
-    pipe = tiny_sd_pipeline(make(prediction_type, set_alpha_to_one), components=components)
+def test_full_iterations_equal_the_serial_pipeline(components, make, config, prediction_type):
+    pipe = tiny_sd_pipeline(make(prediction_type=prediction_type, **config), components=components)
     srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
     srds.set_progress_bar_config(disable=True)
     assert srds.unet is pipe.unet  # components are shared, not copied
@@ -97,7 +81,7 @@ def test_full_iterations_equal_the_serial_pipeline(components, make, set_alpha_t
 
 
 def test_images_and_generator(components):
-    pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
+    pipe = tiny_sd_pipeline(ddim(), components=components)
     srds = StableDiffusionSRDSPipeline.from_pipe(pipe)
     srds.set_progress_bar_config(disable=True)
     call = dict(num_inference_steps=STEPS, guidance_scale=3.0, output_type="np")
@@ -114,7 +98,7 @@ def test_images_and_generator(components):
 ])
 def test_refuses_options_outside_the_ode_view(components, kwargs, error):
     srds = StableDiffusionSRDSPipeline.from_pipe(
-        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+        tiny_sd_pipeline(ddim(), components=components))
     with pytest.raises(error, match=next(iter(kwargs))):
         srds("a cat", num_inference_steps=4, output_type="latent", **kwargs)
 
@@ -122,7 +106,7 @@ def test_refuses_options_outside_the_ode_view(components, kwargs, error):
 def test_accepts_the_defaults_of_options_it_cannot_honour(components):
     # diffusers' own default callback_on_step_end_tensor_inputs was refused as unexpected
     srds = StableDiffusionSRDSPipeline.from_pipe(
-        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+        tiny_sd_pipeline(ddim(), components=components))
     srds.set_progress_bar_config(disable=True)
     call = dict(num_inference_steps=4, output_type="latent", srds_tol=0.0,
                 generator=torch.Generator().manual_seed(0))
@@ -294,7 +278,7 @@ def test_default_sampler_object_with_options_equals_the_pipeline(components):
 ])
 def test_parallel_pipeline_refuses_options(components, kwargs, match):
     par = ParallelStableDiffusionPipeline.from_pipe(
-        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+        tiny_sd_pipeline(ddim(), components=components))
     with pytest.raises(ValueError, match=match):
         par("a cat", num_inference_steps=4, output_type="latent", **kwargs)
 
@@ -316,7 +300,7 @@ def test_a_sampler_class_is_refused_before_any_work(components):
     # the class passed the "has a callable solve" check and failed after the prompt encoding
     # and the first UNet call, with "Sampler.solve() missing 1 required positional argument"
     par = ParallelStableDiffusionPipeline.from_pipe(
-        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+        tiny_sd_pipeline(ddim(), components=components))
     calls = []
     handle = par.unet.register_forward_pre_hook(lambda *args: calls.append(1))
     try:
@@ -332,7 +316,7 @@ def test_a_sampler_class_is_refused_before_any_work(components):
 def test_a_custom_schedule_the_scheduler_cannot_take_names_the_scheduler(components, option):
     # diffusers' own error named the loop's stand-in class instead of DDIMScheduler
     par = ParallelStableDiffusionPipeline.from_pipe(
-        tiny_sd_pipeline(ddim("epsilon", False), components=components))
+        tiny_sd_pipeline(ddim(), components=components))
     key = next(iter(option))
     with pytest.raises(ValueError, match=f"{key}: DDIMScheduler.set_timesteps does not take"):
         par("a cat", output_type="latent", **option)
@@ -349,7 +333,7 @@ def test_non_finite_guidance_is_refused_before_any_work(build, option, value, co
         par, network = ParallelFluxPipeline.from_pipe(
             tiny_flux_pipeline(components=flux_components)), "transformer"
     else:
-        pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
+        pipe = tiny_sd_pipeline(ddim(), components=components)
         kind = StableDiffusionSRDSPipeline if build == "srds" else ParallelStableDiffusionPipeline
         par, network = kind.from_pipe(pipe), "unet"
     calls = []
@@ -363,7 +347,7 @@ def test_non_finite_guidance_is_refused_before_any_work(build, option, value, co
 
 
 def test_pipeline_for_folder(components, tmp_path):
-    pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
+    pipe = tiny_sd_pipeline(ddim(), components=components)
     pipe.save_pretrained(tmp_path)
     par = pipeline_for_folder(tmp_path, scheduler="UniPCMultistepScheduler")
     assert type(par) is PARALLEL_PIPELINES["StableDiffusionPipeline"]
@@ -381,7 +365,7 @@ def test_pipeline_for_folder_checks_the_scheduler_before_loading(components, tmp
     # a wrong scheduler name was found only after the whole pipeline had loaded (minutes for a
     # real model), and a scheduler class instead of its name raised getattr's "attribute name
     # must be string"
-    pipe = tiny_sd_pipeline(ddim("epsilon", False), components=components)
+    pipe = tiny_sd_pipeline(ddim(), components=components)
     pipe.save_pretrained(tmp_path)
 
     def refuse(*args, **kwargs):

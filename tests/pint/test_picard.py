@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import decay
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,10 +13,6 @@ import pint
 from pint.algorithms import recurrence
 
 F64 = torch.float64
-
-
-def decay(t, y):
-    return -y * (1 + t)
 
 
 def oscillator(t, y):

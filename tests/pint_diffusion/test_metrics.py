@@ -19,16 +19,6 @@ from pint_diffusion.models.data import digits_split
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    return tmp_path_factory.mktemp("metric_cache")
-
-
-@pytest.fixture(scope="module")
-def metric(cache_dir) -> DigitsMetric:
-    return DigitsMetric(cache_dir=cache_dir)
-
-
-@pytest.fixture(scope="module")
 def split():
     return digits_split()
 

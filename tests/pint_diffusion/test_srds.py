@@ -6,33 +6,13 @@ import math
 import pytest
 import torch
 from devices import DEVICES
+from helpers import ToyDenoiser, karras
 
 import pint
 from pint_diffusion import SRDS, Euler, Heun, block_boundaries, sample_srds
 
 SOLVERS = {"euler": Euler, "heun": Heun}
 K_SAMPLERS = {"euler": "sample_euler", "heun": "sample_heun"}
-
-
-class ToyDenoiser:
-    """A nonlinear, conditioned denoiser on small images (deterministic weights)."""
-
-    def __init__(self, dtype=torch.float32, device="cpu"):
-        g = torch.Generator().manual_seed(0)
-        self.w = (torch.randn(3, 3, generator=g) * 0.5).to(device, dtype)
-
-    def __call__(self, x, sigma, cond=None):
-        s = sigma.reshape(-1, 1, 1, 1)
-        mixed = torch.einsum("bchw,cd->bdhw", x, self.w)
-        out = x / (1 + s**2) + 0.5 * torch.tanh(mixed / (1 + s))
-        return out if cond is None else out + cond.reshape(-1, 1, 1, 1)
-
-
-def karras(n, device="cpu", dtype=torch.float32, sigma_min=0.02, sigma_max=20.0, rho=7.0):
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    sigmas = (hi + ramp * (lo - hi)) ** rho
-    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device, dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import lotka
 
 import pint
 import pint.distributed
@@ -79,11 +80,6 @@ def values(results):
 
 
 # -- the workers (module level, so that spawned processes can import them) ------------------
-def lotka(slices=16):
-    p = problems.lotka_volterra(t1=4.0)
-    return p, p.y0.to(F64), p.times(slices + 1, dtype=F64)
-
-
 RATES = torch.tensor([-0.1, -1.0, -4.0], dtype=F64)
 
 

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import decay
 
 import pint
 
@@ -11,10 +12,6 @@ F64 = torch.float64
 Y0 = torch.ones(2, dtype=F64)
 T = torch.linspace(0, 1, 5, dtype=F64)
 OK = dict(coarse=pint.Euler(1), fine=pint.RK4(4))
-
-
-def decay(t, y):
-    return -y
 
 
 @pytest.mark.parametrize(("t", "message"), [

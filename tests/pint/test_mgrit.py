@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from devices import DEVICES
+from helpers import lotka
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,11 +15,6 @@ import pint
 from pint import problems
 
 F64 = torch.float64
-
-
-def lotka(points=33):
-    p = problems.lotka_volterra(t1=4.0)
-    return p, p.y0, p.times(points)
 
 
 def heat(points=31, intervals=64, t1=0.5):
@@ -40,7 +36,7 @@ def heat(points=31, intervals=64, t1=0.5):
 def test_two_level_f_relaxation_is_parareal(device):
     """Two levels with F-relaxation: the C-points are Parareal's iterates with G = one coarse
     step and F = m fine steps (Falgout et al. 2014), iteration by iteration."""
-    p, y0, t = lotka(33)
+    p, y0, t = lotka(slices=32)
     y0, t = y0.to(device), t.to(device)
     m = 4
     par = pint.parareal(p.f, y0, t[::m], coarse=pint.RK4(1), fine=pint.RK4(m), tol=0.0,
@@ -92,7 +88,7 @@ def test_two_level_f_relaxation_is_parareal_with_implicit_steps():
 def test_enough_iterations_give_the_serial_solution(levels, relaxation, cycle):
     """Each iteration makes at least one more C-point exact: the default max_iters (the
     intervals of level 1) ends at the serial solve with the fine propagator."""
-    p, y0, t = lotka(33)
+    p, y0, t = lotka(slices=32)
     serial = pint.serial(p.f, y0, t, method=pint.RK4(1), vectorized=True).ys
     sol = pint.mgrit(p.f, y0, t, propagator=pint.RK4(1), coarsening=2, levels=levels,
                      relaxation=relaxation, cycle=cycle, tol=0.0, vectorized=True,
@@ -106,7 +102,7 @@ def test_enough_iterations_give_the_serial_solution(levels, relaxation, cycle):
 def test_the_residual_is_pymgrits_and_decides_convergence():
     """The residual is ``Phi(u[i-1]) - u[i]`` at the C-points (2-norm): recompute it from the
     returned states with one serial step per interval."""
-    p, y0, t = lotka(33)
+    p, y0, t = lotka(slices=32)
     seen = []
     sol = pint.mgrit(p.f, y0, t, propagator=pint.RK4(1), coarsening=4, tol=1e-9,
                      vectorized=True, callback=lambda k, ys, r: seen.append((k, ys, float(r))))
@@ -168,7 +164,7 @@ def test_depth_of_the_sweeps():
 
 def test_remainder_intervals_are_trailing_f_points():
     """m need not divide the intervals: the points after the last C-point are F-points."""
-    p, y0, t = lotka(24)  # 23 intervals
+    p, y0, t = lotka(slices=23)
     serial = pint.serial(p.f, y0, t, method=pint.RK4(1), vectorized=True).ys
     for coarsening, levels in ((4, 2), (3, 3)):
         sol = pint.mgrit(p.f, y0, t, propagator=pint.RK4(1), coarsening=coarsening,

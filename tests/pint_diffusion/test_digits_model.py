@@ -21,19 +21,12 @@ pytest.importorskip("safetensors")
 
 from pint_diffusion.models import DEFAULT_WEIGHTS, DigitsModel, load_digits_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def model() -> DigitsModel:
     return load_digits_model()
-
-
-@pytest.fixture(scope="module")
-def metric(tmp_path_factory: pytest.TempPathFactory):
-    from pint_diffusion.metrics import DigitsMetric
-
-    return DigitsMetric(cache_dir=tmp_path_factory.mktemp("metric_cache"))
 
 
 def test_weights_and_metadata_are_bundled():

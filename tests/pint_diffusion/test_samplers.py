@@ -3,7 +3,7 @@ k-diffusion, sampler objects, the extrapolated stop, max_batch."""
 
 import pytest
 import torch
-from test_srds import ToyDenoiser, karras
+from helpers import ToyDenoiser, karras
 
 import pint
 from pint_diffusion import (

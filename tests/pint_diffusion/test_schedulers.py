@@ -3,7 +3,7 @@
 The reference everywhere is diffusers' own serial loop (``for t in timesteps: x =
 scheduler.step(model(scale(x), t), t, x)``, written out in the test), with a cheap nonlinear
 stand-in for the network so that the whole scheduler matrix runs in seconds. The pipelines'
-tests (tests/test_pipelines.py) repeat the check with real tiny networks and pipelines.
+tests (pint_diffusion/test_pipelines.py) repeat the check with real tiny networks and pipelines.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from test_srds import ToyDenoiser, karras
+from helpers import ToyDenoiser, ddim, karras
 
 from pint_diffusion import DiffusersDenoiser, Euler, Heun, sample_picard
-from pint_diffusion.testing import LATENT_CHANNELS, tiny_sd_components
+from pint_diffusion.testing import LATENT_CHANNELS
 
 
 @pytest.mark.parametrize(("name", "solver"), [("euler", Euler()), ("heun", Heun())])
@@ -45,16 +45,6 @@ def test_bad_input(kwargs, message):
         sample_picard(ToyDenoiser(), torch.randn(1, 3, 4, 4), karras(16), disable=True, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def components():
-    return tiny_sd_components(0)
-
-
-def _ddim(cls, set_alpha_to_one):
-    return cls(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-               clip_sample=False, set_alpha_to_one=set_alpha_to_one, steps_offset=1)
-
-
 def test_agrees_with_diffusers_paradigms_except_its_last_step(components):
     """diffusers' DDIMParallelScheduler steps to abar = 1 on the last step whatever
     ``set_alpha_to_one`` says. So ParaDiGMS with ``set_alpha_to_one=False`` matches our
@@ -62,13 +52,12 @@ def test_agrees_with_diffusers_paradigms_except_its_last_step(components):
     correct ``False`` schedule (final sigma = sigma(alphas_cumprod[0])) by a measurable amount."""
     from diffusers import (
         DDIMParallelScheduler,
-        DDIMScheduler,
         StableDiffusionParadigmsPipeline,
     )
 
     steps, guidance = 10, 4.0
     paradigms = StableDiffusionParadigmsPipeline(
-        **components, scheduler=_ddim(DDIMParallelScheduler, False), safety_checker=None,
+        **components, scheduler=ddim(DDIMParallelScheduler), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     paradigms.set_progress_bar_config(disable=True)
     prompt = ["a cat", "a red house"]
@@ -81,7 +70,7 @@ def test_agrees_with_diffusers_paradigms_except_its_last_step(components):
     extra = {"encoder_hidden_states": cond, "uncond_encoder_hidden_states": uncond}
 
     def ours(set_alpha_to_one):
-        denoiser = DiffusersDenoiser(components["unet"], _ddim(DDIMScheduler, set_alpha_to_one),
+        denoiser = DiffusersDenoiser(components["unet"], ddim(set_alpha_to_one=set_alpha_to_one),
                                      guidance_scale=guidance)
         sigmas = denoiser.sigmas(steps)
         x = denoiser.to_ve(noise, sigmas[0])

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 import torch
+from helpers import ddim as _ddim
+from helpers import euler as _euler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,27 +28,13 @@ from diffusers import (
 from pint_diffusion.adapters import DiffusersDenoiser
 from pint_diffusion.testing import (
     LATENT_CHANNELS,
-    SD_BETAS,
     tiny_class_unet,
-    tiny_sd_components,
     tiny_sd_pipeline,
     tiny_unet,
 )
 
 TOL = 1e-4
 STEPS = 8
-
-
-def _ddim(**kw):
-    cfg = dict(SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    cfg.update(kw)
-    return DDIMScheduler(**cfg)
-
-
-def _euler(**kw):
-    cfg = dict(SD_BETAS, steps_offset=1)
-    cfg.update(kw)
-    return EulerDiscreteScheduler(**cfg)
 
 
 class TimestepRecorder:
@@ -85,11 +73,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def sd_components():
-    return tiny_sd_components()
-
-
 # every scheduler with guidance; guidance 1 (no uncond rows) on one DDIM and one Euler config
 SD_CASES = [(name, 4.0) for name in SCHEDULERS] + [("ddim-alpha1-false", 1.0), ("euler", 1.0)]
 
@@ -97,9 +80,9 @@ SD_CASES = [(name, 4.0) for name in SCHEDULERS] + [("ddim-alpha1-false", 1.0), (
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize(("name", "guidance_scale"), SD_CASES)
 def test_sd_pipeline_equals_k_diffusion_euler(
-    k_sampling, sd_components, name, prediction_type, guidance_scale
+    k_sampling, components, name, prediction_type, guidance_scale
 ):
-    pipe = tiny_sd_pipeline(SCHEDULERS[name](prediction_type), components=sd_components)
+    pipe = tiny_sd_pipeline(SCHEDULERS[name](prediction_type), components=components)
     prompt = ["a cat", "the dog and a cat"]
     negative = ["dog", ""]
     noise = torch.randn(2, LATENT_CHANNELS, 8, 8, generator=torch.Generator().manual_seed(1))

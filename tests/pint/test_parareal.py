@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from devices import DEVICES
+from helpers import lotka
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,11 +17,6 @@ F64 = torch.float64
 PROPAGATORS = {
     "euler": pint.Euler, "midpoint": pint.Midpoint, "heun": pint.Heun, "rk4": pint.RK4,
 }
-
-
-def lotka(device="cpu", dtype=F64, slices=16):
-    p = problems.lotka_volterra(t1=4.0)
-    return p, p.y0.to(device, dtype), p.times(slices + 1, dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,0 +1,68 @@
+"""Helpers shared by more than one test module (``from helpers import ...``; conftest.py puts
+this directory on ``sys.path``). Test modules import from here, never from each other; shared
+fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pint import problems
+
+F64 = torch.float64
+
+
+# -- ODEs ------------------------------------------------------------------------------------
+def decay(t, y):
+    """``y' = -(1 + t) y``: exact solution ``y0 exp(-(t + t²/2))`` from ``t = 0``."""
+    return -y * (1 + t)
+
+
+def lotka(device="cpu", dtype=F64, slices=16):
+    """Lotka-Volterra on ``[0, 4]``: the problem, its ``y0`` and ``slices + 1`` times."""
+    p = problems.lotka_volterra(t1=4.0)
+    return p, p.y0.to(device, dtype), p.times(slices + 1, dtype=dtype, device=device)
+
+
+# -- diffusion -------------------------------------------------------------------------------
+class ToyDenoiser:
+    """A nonlinear, conditioned denoiser on small images (deterministic weights)."""
+
+    def __init__(self, dtype=torch.float32, device="cpu"):
+        g = torch.Generator().manual_seed(0)
+        self.w = (torch.randn(3, 3, generator=g) * 0.5).to(device, dtype)
+
+    def __call__(self, x, sigma, cond=None):
+        s = sigma.reshape(-1, 1, 1, 1)
+        mixed = torch.einsum("bchw,cd->bdhw", x, self.w)
+        out = x / (1 + s**2) + 0.5 * torch.tanh(mixed / (1 + s))
+        return out if cond is None else out + cond.reshape(-1, 1, 1, 1)
+
+
+def karras(n, device="cpu", dtype=torch.float32, sigma_min=0.02, sigma_max=20.0, rho=7.0):
+    """Karras et al.'s ``n`` noise levels, then 0 (as k-diffusion's ``get_sigmas_karras``)."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device, dtype)
+
+
+def ddim(cls: Any = None, **config: Any) -> Any:
+    """Stable Diffusion's DDIM scheduler (``cls``: ``DDIMScheduler`` or a subclass such as
+    ``DDIMParallelScheduler``), no clipping, ``set_alpha_to_one=False``; ``config`` overrides."""
+    from diffusers import DDIMScheduler
+
+    from pint_diffusion.testing import SD_BETAS
+
+    cfg = dict(SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    return (cls or DDIMScheduler)(**{**cfg, **config})
+
+
+def euler(**config: Any) -> Any:
+    """Stable Diffusion's Euler (discrete) scheduler; ``config`` overrides."""
+    from diffusers import EulerDiscreteScheduler
+
+    from pint_diffusion.testing import SD_BETAS
+
+    return EulerDiscreteScheduler(**{**SD_BETAS, "steps_offset": 1, **config})
