@@ -13,12 +13,12 @@ wall-clock speedup is bounded by ``serial calls * cost(b) / sum over rounds of c
 Run: ``python benchmarks/overhead.py [--quick] [--threads 2]``; writes
 ``benchmarks/results/overhead.{json,md}``.
 
-``--against COMMIT`` measures instead the per-round cost of pint's own loop, at the checked-out
-tree and at ``COMMIT`` side by side in one run: on Lotka-Volterra with 64 slices, RK4(200) fine
+``--against COMMIT`` measures instead the per-round cost of pint's own loop, at ``HEAD`` and at
+``COMMIT`` side by side in one run: on Lotka-Volterra with 64 slices, RK4(200) fine
 and RK4(1) coarse, tol 1e-8, ``pint.parareal`` and ``pint.serial`` (``vectorized=True``; and
 Parareal with a per-state ``f`` vmapped by pint) against serial ``torchdiffeq.odeint`` RK4 on
 the same fine grid.
-``COMMIT`` is checked out with ``git worktree add`` into a temporary folder; each repeat runs one
+Both are checked out with ``git worktree add`` into a temporary folder; each repeat runs one
 subprocess per tree (alternating, ``PYTHONPATH`` pointing at that tree), which times every method
 once after a warm-up, so each ratio compares runs of one process under the same load. Medians
 over the repeats; writes ``benchmarks/results/overhead_against.{json,md}``.
@@ -203,27 +203,30 @@ def against(commit: str, repeats: int, threads: int) -> None:
     """The loop's timings at this tree and at ``commit``, alternating, in subprocesses."""
     info = machine_info()
     info["torch_threads"] = threads
-    base_sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, check=True,
+    def sha(ref: str) -> str:
+        return subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout.strip()
-    head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.strip()
-    times: dict[str, list[dict[str, float]]] = {"before": [], "head": []}
+
+    trees = {"before": sha(commit), "head": sha("HEAD")}
+    times: dict[str, list[dict[str, float]]] = {key: [] for key in trees}
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), commit], cwd=ROOT,
-                       check=True, capture_output=True)
+        for key, ref in trees.items():  # both committed trees, so edits here cannot leak in
+            subprocess.run(["git", "worktree", "add", "--detach", str(Path(tmp) / key), ref],
+                           cwd=ROOT, check=True, capture_output=True)
         try:
             for _ in range(repeats):
-                for key, tree in (("before", base), ("head", ROOT)):
-                    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS=str(threads))
+                for key in trees:
+                    env = dict(os.environ, PYTHONPATH=str(Path(tmp) / key),
+                               OMP_NUM_THREADS=str(threads))
                     out = subprocess.run([sys.executable, __file__, "--child",
                                           "--threads", str(threads)], env=env, check=True,
                                          capture_output=True, text=True, cwd=tmp).stdout
                     times[key].append(json.loads(out.splitlines()[-1]))
                     print(key, times[key][-1], flush=True)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
-                           check=False, capture_output=True)
+            for key in trees:
+                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / key)],
+                               cwd=ROOT, check=False, capture_output=True)
     rows = []
     for method in METHODS[1:]:
         row: dict[str, Any] = dict(method=method)
@@ -238,8 +241,9 @@ def against(commit: str, repeats: int, threads: int) -> None:
         "# pint's loop against an earlier commit (Lotka-Volterra, 64 slices, RK4(200) fine)",
         "",
         machine_line(info),
-        f"`before` is {base_sha}, `head` is {head}. Speedup over serial `torchdiffeq.odeint` "
-        "RK4 on the same fine grid timed in the same process, RK4(1) coarse, tol 1e-8; "
+        f"`before` is {trees['before']}, `head` is {trees['head']}. Speedup over serial "
+        "`torchdiffeq.odeint` RK4 on the same fine grid timed in the same process, RK4(1) "
+        "coarse, tol 1e-8; "
         f"median over {repeats} repeats, the two trees alternating, one subprocess each. "
         f"`python benchmarks/overhead.py --against {commit} --repeats {repeats} --threads "
         f"{threads}`.",
@@ -248,7 +252,7 @@ def against(commit: str, repeats: int, threads: int) -> None:
                               ("before", "before", ".2f"), ("head", "head", ".2f"),
                               ("before (s)", "before_s", ".3f"), ("head (s)", "head_s", ".3f")]),
     ])
-    write_results(f"{NAME}_against", dict(machine=info, before=base_sha, head=head,
+    write_results(f"{NAME}_against", dict(machine=info, trees=trees,
                                           repeats=repeats, times=times, rows=rows), markdown)
     print(markdown)
 

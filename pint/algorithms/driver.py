@@ -14,7 +14,6 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from numbers import Integral, Real
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -121,58 +120,6 @@ def _caller_level() -> int:
     return level
 
 
-def check_grid(y0: object, t: object) -> None:
-    """``y0`` a finite floating tensor; ``t`` a strictly monotone finite grid like it."""
-    if not isinstance(y0, Tensor) or not y0.is_floating_point():
-        raise TypeError(f"y0 must be a floating-point torch.Tensor, got {_describe(y0)}")
-    if not isinstance(t, Tensor) or not t.is_floating_point():
-        raise TypeError(f"t must be a floating-point torch.Tensor, got {_describe(t)}")
-    if t.ndim != 1 or len(t) < 2:
-        raise ValueError(f"t must be 1-D with at least 2 points, got shape {tuple(t.shape)}")
-    if t.dtype != y0.dtype or t.device != y0.device:
-        raise ValueError(
-            f"t and y0 must share dtype and device, got t: {t.dtype} on {t.device}, "
-            f"y0: {y0.dtype} on {y0.device}"
-        )
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("t must be finite")
-    steps = t.diff()
-    if not (bool((steps > 0).all()) or bool((steps < 0).all())):
-        raise ValueError("t must be strictly increasing or strictly decreasing")
-    if not bool(torch.isfinite(y0).all()):
-        raise ValueError("y0 must be finite")
-
-
-def check_callable(name: str, value: object) -> None:
-    """A TypeError naming ``name`` unless ``value`` is callable or ``None``."""
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
-
-
-def check_options(
-    y0: Tensor, t: Tensor, *, tol: object, max_iters: object, norm: object, stop: object,
-    independent: bool, limit: int, callback: object = None,
-) -> int:
-    """Validate the options every iterative solver takes; returns ``max_iters`` resolved
-    (``None`` means ``limit``, the iterations after which the result is exact)."""
-    check_grid(y0, t)
-    if isinstance(tol, bool) or not isinstance(tol, Real) or not (
-            tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    if max_iters is None:
-        max_iters = limit
-    elif isinstance(max_iters, bool) or not isinstance(max_iters, Integral) or max_iters < 0:
-        raise ValueError(f"max_iters must be a non-negative integer or None, got {max_iters!r}")
-    check_callable("norm", norm)
-    check_callable("callback", callback)
-    if not isinstance(stop, StopRule):
-        raise TypeError(f"stop must be a stopping rule such as pint.Tolerance() or "
-                        f"pint.Extrapolated(), got {stop!r}")
-    if independent and y0.ndim == 0:
-        raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
-    return min(int(max_iters), limit)
-
-
 def scalar_norm(value: object) -> Tensor:
     """What a user's ``norm`` returned, as a 0-d tensor; a ValueError unless it is one value."""
     value = torch.as_tensor(value)
@@ -180,12 +127,6 @@ def scalar_norm(value: object) -> Tensor:
         raise ValueError(f"norm must return a scalar (one value for the change of one problem), "
                          f"got shape {tuple(value.shape)}")
     return value.reshape(())
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, Tensor):
-        return f"a tensor of dtype {value.dtype}"
-    return type(value).__name__
 
 
 def vectorize(f: Callable[..., Tensor], vectorized: bool) -> VectorField:

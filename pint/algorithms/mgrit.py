@@ -53,12 +53,12 @@ from torch import Tensor
 from ..engine import Engine, Location, NonFiniteError, Propagation, Request, Task, VectorField
 from ..propagators import Propagator
 from ..solution import Solution
+from .checks import check_options, check_propagators
 from .driver import (
     Callback,
     Iterations,
     Norm,
     Tolerance,
-    check_options,
     scalar_norm,
     vectorize,
 )
@@ -286,11 +286,7 @@ def _propagators(fine: Propagator, coarse: Propagator | Sequence[Propagator] | N
     else:
         chosen = [fine] + [coarse] * coarse_levels
     for level, prop in enumerate(chosen):
-        if not isinstance(prop, Propagator):
-            name = "propagator" if level == 0 else "coarse_propagator"
-            raise TypeError(f"{name} must be a pint.Propagator (an object with a "
-                            f"propagate(t0, t1, y0) generator), e.g. pint.RK4(1); got "
-                            f"{type(prop).__name__}")
+        check_propagators(**{"propagator" if level == 0 else "coarse_propagator": prop})
     return chosen  # type: ignore[return-value]
 
 

@@ -28,13 +28,13 @@ from ..engine import Engine, Location, NonFiniteError, Task
 from ..propagators import Propagator, propagation, slice_depths
 from ..solution import Solution
 from ..transport import Local, Transport
+from .checks import check_options, check_propagators
 from .driver import (
     Callback,
     Iterations,
     Norm,
     StopRule,
     Tolerance,
-    check_options,
     vectorize,
 )
 
@@ -146,18 +146,6 @@ def parareal(
         squeeze=not independent, advice=INSTABILITY_ADVICE, verify=engine.verify,
     )
     return Parareal(engine, iterations, states, t, coarse, fine, pipelined, transport).run()
-
-
-def check_propagators(**propagators: object) -> None:
-    """Every argument must be a :class:`pint.Propagator` instance."""
-    for name, prop in propagators.items():
-        if isinstance(prop, type):
-            raise TypeError(f"{name} must be a propagator instance, e.g. {prop.__name__}(1); "
-                            f"got the class {prop.__name__}")
-        if not isinstance(prop, Propagator):
-            raise TypeError(f"{name} must be a pint.Propagator (an object with a "
-                            f"propagate(t0, t1, y0) generator), e.g. pint.RK4(1); got "
-                            f"{type(prop).__name__}")
 
 
 def predicted_depth(

@@ -11,8 +11,8 @@ from torch import Tensor
 from ..engine import Engine, Task
 from ..propagators import Propagator, propagation, slice_depths
 from ..solution import Solution, Stats
-from .driver import check_callable, check_grid, vectorize
-from .parareal import check_propagators
+from .checks import check_callable, check_grid, check_propagators
+from .driver import vectorize
 
 __all__ = ["serial"]
 
