@@ -12,7 +12,7 @@ from torch import Tensor
 from ..propagators import Propagator
 from .driver import StopRule
 
-__all__ = ["check_callable", "check_grid", "check_options", "check_propagators"]
+__all__ = ["check_callable", "check_grid", "check_options", "check_propagators", "signature"]
 
 
 def check_grid(y0: object, t: object) -> None:
@@ -83,3 +83,12 @@ def check_propagators(**propagators: object) -> None:
             raise TypeError(f"{name} must be a pint.Propagator (an object with a "
                             f"propagate(t0, t1, y0) generator), e.g. pint.RK4(1); got "
                             f"{type(prop).__name__}")
+
+
+def signature(value: object) -> str:
+    """What identifies an option across processes: its ``repr`` where its class defines one,
+    else its class's name (the default ``repr`` holds a memory address, different on every
+    process)."""
+    if type(value).__repr__ is object.__repr__:
+        return type(value).__qualname__
+    return repr(value)

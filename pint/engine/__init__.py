@@ -191,7 +191,7 @@ class Engine:
         self._finished: deque[tuple[Task, Tensor]] = deque()
         self._draining = False
         self._checked = False
-        self._checks: list[tuple[Tensor, Callable[[], None] | _Round]] = []
+        self._checks: list[tuple[Tensor, Callable[[], None] | _Round]] = []  # (row sums, why)
 
     # -- tasks -------------------------------------------------------------------------
     def start(self, task: Task) -> None:
@@ -226,18 +226,18 @@ class Engine:
         The test runs on ``value``'s device now; only its one-element result is read back later,
         with every other pending check, so checking costs no synchronisation per round.
         """
-        self._defer(torch.isfinite(value).all().reshape(1), fail)
+        self._defer(_sums(value.reshape(1, -1)), fail)
 
     def verify(self) -> None:
         """Read the pending finiteness checks (one transfer) and raise for the first failed one."""
         if not self._checks:
             return
         checks, self._checks = self._checks, []
-        flags = [ok for ok, _ in checks]
-        if bool((flags[0] if len(flags) == 1 else torch.cat(flags)).all()):
+        sums = [total for total, _ in checks]
+        if bool(torch.isfinite(sums[0] if len(sums) == 1 else torch.cat(sums)).all()):
             return
-        for ok, fail in checks:
-            ok = ok.cpu()
+        for total, fail in checks:
+            ok = torch.isfinite(total).cpu()
             if not bool(ok.all()):
                 self.close()
                 fail() if callable(fail) else self._fail_rows(ok, *fail)
@@ -281,8 +281,8 @@ class Engine:
         self.rounds += 1
         if self.check_finite:  # one flag per row, read back at verify()
             rows = out if out.ndim == 2 else out.reshape(out.shape[0], -1)
-            self._defer(torch.isfinite(rows).all(1),
-                        (live, sizes, [task.evaluations for task in live], requests))
+            self._defer(_sums(rows), (live, sizes, [task.evaluations for task in live],
+                                      requests))
         parts = out.split(sizes) if len(sizes) > 1 else (out,)
         still_live = []
         try:
@@ -339,8 +339,8 @@ class Engine:
         assert first is not None
         raise NonFiniteError(f"f returned a non-finite value in {first}", first, sorted(problems))
 
-    def _defer(self, ok: Tensor, fail: Callable[[], None] | _Round) -> None:
-        self._checks.append((ok, fail))
+    def _defer(self, sums: Tensor, fail: Callable[[], None] | _Round) -> None:
+        self._checks.append((sums, fail))
         if len(self._checks) >= MAX_PENDING_CHECKS:
             self.verify()
 
@@ -360,6 +360,15 @@ def _check_output(out: object, y: Tensor) -> None:
     if out.device != y.device:
         raise ValueError(f"the vector field f returned a tensor on {out.device} for y on "
                          f"{y.device}; it must return dy/dt on the device of y")
+
+
+def _sums(rows: Tensor) -> Tensor:
+    """The sum of each row of ``rows`` (``(R, d)``), in float64: a NaN or an infinity in the
+    row makes it non-finite, and half- and single-precision entries cannot overflow it, so
+    it is finite exactly when the row is; float64 entries near the largest float64 (1e308)
+    can overflow it, and such a row counts as non-finite (it has diverged). One reduction per
+    round; the finiteness of all pending rounds is tested at once at :meth:`Engine.verify`."""
+    return rows.sum(1, dtype=torch.float64)
 
 
 def _cat(parts: list[Tensor]) -> Tensor:

@@ -16,7 +16,7 @@ from ...propagators import Propagator, propagation
 from ...solution import Solution
 from ...transport import Local, Transport
 from .. import recurrence
-from ..checks import check_options, check_propagators
+from ..checks import check_options, check_propagators, signature
 from ..driver import Callback, Iterations, Norm, StopRule, Tolerance, vectorize
 from .acceptance import Acceptance, ExactFront, Window
 from .initial import Constant, InitialGuess
@@ -115,8 +115,9 @@ def picard(
     except (TypeError, ValueError) as caught:  # raised on every process by the agreement
         error = caught
     transport.agree(y0, t, (float(tol) if error is None else tol, max_iters, norm is None,
-                            independent, repr(stop), window, repr(step), repr(jacobian),
-                            repr(initial), repr(acceptance)), error, values=True)
+                            independent, window, *map(signature, (stop, step, jacobian, initial,
+                                                                  acceptance))),
+                    error, values=True)
     states = y0 if independent else y0.unsqueeze(0)
     engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
     iterations = Iterations(
