@@ -1,10 +1,14 @@
-"""What every iterative algorithm shares: input checks, the set of problems still iterating,
-the stopping rule, the callback, the history, and the assembled :class:`pint.Solution`.
+"""What every algorithm shares: the one loop that runs it (:func:`drive`), the set of problems
+still iterating, the stopping rule, the callback, the history, and the assembled
+:class:`pint.Solution`.
 
-An algorithm (Parareal, Picard, ...) produces, for each iteration ``k``, the states of the
-problems still iterating and their residuals (the change since the last iteration, measured by
-the user's norm); :class:`Iterations` decides which problems stop, keeps the returned states,
-calls the callback and finally builds the :class:`pint.Solution`.
+An algorithm (Parareal, Picard, MGRIT, serial) is a :class:`Steps`: its set-up, one step of
+its work, and what it returns. :func:`drive` owns the loop: the timing, the steps until every
+problem has stopped, closing the engine's tasks, telling the transport's other processes when
+this one fails, and the :class:`pint.Solution` with its :class:`pint.Stats`. For each iteration
+``k`` a step produces the states of the problems still iterating and their residuals (the
+change since the last iteration, measured by the user's norm); :class:`Iterations` decides
+which problems stop, keeps the returned states and calls the callback.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -28,8 +33,11 @@ __all__ = [
     "InstabilityWarning",
     "Iterations",
     "Norm",
+    "Outcome",
+    "Steps",
     "StopRule",
     "Tolerance",
+    "drive",
 ]
 
 Norm = Callable[[Tensor], Tensor]
@@ -310,3 +318,60 @@ class Iterations:
             sample_iterations=None if self.squeeze else self.sample_iterations,
             converged_by=self.converged_by,
         )
+
+
+class Outcome(NamedTuple):
+    """What an algorithm returns after its last step.
+
+    Attributes:
+        ys: the states at the grid points, ``(points, B, *state)`` (all of them, on every
+            process of a distributed solve).
+        evaluations: rows evaluated per task label (of all processes); ``None``: the engine's.
+        depth: the depth (``sequential_nfe``); ``None``: the engine's round count.
+        predicted: the predicted depth, where the algorithm has a model of it.
+    """
+
+    ys: Tensor
+    evaluations: dict[str, int] | None = None
+    depth: int | None = None
+    predicted: int | None = None
+
+
+class Steps(Protocol):
+    """An algorithm as :func:`drive` runs it."""
+
+    def begin(self) -> None:
+        """The set-up and the work before the first step (an initial guess, a coarse sweep)."""
+        ...
+
+    def step(self) -> bool:
+        """One step of the work (an iteration, or an event: a round, a message); ``False`` when
+        there is none left to do."""
+        ...
+
+    def end(self) -> Outcome:
+        """After the last step: the result and its cost."""
+        ...
+
+
+def drive(steps: Steps, engine: Engine, iterations: Iterations, transport: Any = None) -> Solution:
+    """Run ``steps`` to the end: its set-up, then its steps until every problem has stopped (or
+    it has none left), and its outcome as a :class:`pint.Solution` with the wall time. Whatever
+    happens, the engine's live tasks are closed; on an error the transport (if any) tells the
+    other processes before it propagates."""
+    start = time.perf_counter()
+    try:
+        try:
+            steps.begin()
+            while not iterations.done and steps.step():
+                pass
+        finally:
+            engine.close()
+        outcome = steps.end()
+    except BaseException as error:  # tell the other processes, then raise it here
+        if transport is not None:
+            transport.abort(None, error)
+        raise
+    return iterations.solution(outcome.ys, engine, time.perf_counter() - start,
+                               outcome.predicted, depth=outcome.depth,
+                               evaluations=outcome.evaluations)

@@ -4,7 +4,6 @@ strategies' hooks."""
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from numbers import Integral
 
@@ -17,7 +16,16 @@ from ...solution import Solution
 from ...transport import Local, Transport
 from .. import recurrence
 from ..checks import check_options, check_propagators, signature
-from ..driver import Callback, Iterations, Norm, StopRule, Tolerance, vectorize
+from ..driver import (
+    Callback,
+    Iterations,
+    Norm,
+    Outcome,
+    StopRule,
+    Tolerance,
+    drive,
+    vectorize,
+)
 from .acceptance import Acceptance, ExactFront, Window
 from .initial import Constant, InitialGuess
 from .jacobians import Identity, JacobianModel, _state_sum
@@ -137,13 +145,14 @@ class Picard:
     def __init__(self, engine: Engine, iterations: Iterations, t: Tensor, step: Propagator,
                  window: int, jacobian: JacobianModel, initial: InitialGuess,
                  acceptance: Acceptance, transport: Transport) -> None:
-        self.engine, self.it, self.t, self.step = engine, iterations, t, step
+        self.engine, self.it, self.t, self.propagator = engine, iterations, t, step
         self.window, self.jacobian, self.initial, self.acceptance = (
             window, jacobian, initial, acceptance)
         self.transport = transport
         self.n = len(t) - 1
         self.batch = iterations.batch
         self.depth = 0  # the rounds on the critical path (the engine's, in one process)
+        self.k, self.b = 0, 0  # the iteration, the exact front
         self.factors = jacobian.prior(t).to(t.device).unsqueeze(1).repeat(1, self.batch)
         self.elementwise = jacobian.elementwise
         if self.elementwise:  # one factor per state component
@@ -183,37 +192,39 @@ class Picard:
         return whole
 
     def run(self) -> Solution:
-        start = time.perf_counter()
-        try:
-            self.transport.open(tuple(self.it.result.shape[2:]), self.it.result.dtype,
-                                ("initial", "step"))
-            try:
-                y0 = self.it.result[0]
-                s = len(y0)
-                members = self.it.members(y0.device)
-                # the initial guess is one propagation of all problems: one process runs it
-                x = self.evaluate(
-                    lambda share: (_flat(self.initial.guess(self.t, y0)),
-                                   torch.zeros(s, dtype=torch.long), members),
-                    (self.n + 1) * s, "initial", 0, split=False,
-                ).reshape(self.n + 1, *y0.shape)
-                x[0] = y0
-                if self.learns:
-                    self.seen_x = torch.zeros_like(x[:-1])
-                    self.seen_phi = torch.zeros_like(x[:-1])
-                self.it.result = x
-                b, k = 0, 0
-                while not self.it.done and k < self.it.max_iters:  # max_iters=0: the guess
-                    k += 1
-                    b = self.iterate(k, b)
-            finally:
-                self.engine.close()
-            evaluations = self.transport.total(dict(self.engine.rows))
-        except BaseException as error:  # tell the other processes, then raise it here
-            self.transport.abort(None, error)
-            raise
-        return self.it.solution(self.it.result, self.engine, time.perf_counter() - start,
-                                depth=self.depth, evaluations=evaluations)
+        """The solve, by :func:`pint.algorithms.driver.drive`."""
+        return drive(self, self.engine, self.it, self.transport)
+
+    def begin(self) -> None:
+        """Start the transport; the initial guess (one propagation of all problems, on one
+        process)."""
+        self.transport.open(tuple(self.it.result.shape[2:]), self.it.result.dtype,
+                            ("initial", "step"))
+        y0 = self.it.result[0]
+        s = len(y0)
+        members = self.it.members(y0.device)
+        x = self.evaluate(
+            lambda share: (_flat(self.initial.guess(self.t, y0)),
+                           torch.zeros(s, dtype=torch.long), members),
+            (self.n + 1) * s, "initial", 0, split=False,
+        ).reshape(self.n + 1, *y0.shape)
+        x[0] = y0
+        if self.learns:
+            self.seen_x = torch.zeros_like(x[:-1])
+            self.seen_phi = torch.zeros_like(x[:-1])
+        self.it.result = x
+
+    def step(self) -> bool:
+        """The next iteration, unless ``max_iters`` are done (``max_iters=0``: the guess)."""
+        if self.k >= self.it.max_iters:
+            return False
+        self.k += 1
+        self.b = self.iterate(self.k, self.b)
+        return True
+
+    def end(self) -> Outcome:
+        """The trajectory; the evaluations of all processes; the depth."""
+        return Outcome(self.it.result, self.transport.total(dict(self.engine.rows)), self.depth)
 
     def iterate(self, k: int, b: int) -> int:
         """Iteration ``k`` with the front at ``b``; returns the new front."""
@@ -228,7 +239,7 @@ class Picard:
 
         def steps(share: slice) -> tuple[Propagation, Tensor, Tensor]:
             at = starts[share]
-            return (propagation(self.step, self.t, at, at + 1, rows[share]), at,
+            return (propagation(self.propagator, self.t, at, at + 1, rows[share]), at,
                     problems[share])
 
         phi = self.evaluate(steps, len(rows), "step", k).reshape(points, *x.shape[1:])
