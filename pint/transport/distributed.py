@@ -1,7 +1,8 @@
-"""The points of a solve spread over the ranks of a ``torch.distributed`` process group.
+"""The points or rows of a solve spread over the ranks of a ``torch.distributed`` process group.
 
-Every rank owns a contiguous range of slices ``lo..hi-1`` (so the boundary states ``lo..hi``)
-and runs the propagations of its slices locally, batched in one :class:`pint.engine.Engine`.
+Points (Parareal): every rank owns a contiguous range of slices ``lo..hi-1`` (so the boundary
+states ``lo..hi``) and runs the propagations of its slices locally, batched in one
+:class:`pint.engine.Engine`.
 Boundary ``lo`` of every iteration comes from the previous rank and boundary ``hi`` goes to the
 next one; a rank works on an iteration as soon as its initial state arrives, so iterations flow
 through the ranks like a pipeline. The convergence test of an iteration is an exchange, every
@@ -23,8 +24,14 @@ torch.distributed cannot poll a pending receive, hence the threads. Messages alw
 ``gloo`` (CPU tensors): with an NCCL group, pint makes a ``gloo`` group over the same ranks once
 and stages the states through the CPU.
 
-This module moves data; it contains no algorithm. :func:`pint.distributed.parareal` is the
-entry point.
+Rows (Picard, quasi-Newton): :meth:`Distributed.share` gives each rank a contiguous share of an
+evaluation's rows, :meth:`Distributed.gather` posts the rank's rows to every other rank and
+waits for theirs with the same messages (a ``rows`` header and its payload), and
+:meth:`Distributed.total` exchanges the evaluation counts as each rank's last message; a rank
+that fails, dies or hangs is reported exactly as above.
+
+This module moves data; it contains no algorithm. :func:`pint.distributed.parareal` and
+:func:`pint.distributed.picard` are the entry points.
 """
 
 from __future__ import annotations
