@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from ..propagators import Propagator
-from .driver import StopRule
 
 __all__ = ["check_callable", "check_grid", "check_options", "check_propagators", "signature"]
 
@@ -59,6 +58,8 @@ def check_options(
         raise ValueError(f"max_iters must be a non-negative integer or None, got {max_iters!r}")
     check_callable("norm", norm)
     check_callable("callback", callback)
+    from .driver import StopRule  # the driver re-exports these checks
+
     if not isinstance(stop, StopRule):
         raise TypeError(f"stop must be a stopping rule such as pint.Tolerance() or "
                         f"pint.Extrapolated(), got {stop!r}")

@@ -27,6 +27,11 @@ from torch import Tensor
 from ..engine import Engine, VectorField
 from ..solution import Solution, Stats
 
+# the checks lived here: kept as aliases of pint.algorithms.checks
+from .checks import check_callable as check_callable
+from .checks import check_grid as check_grid
+from .checks import check_options as check_options
+
 __all__ = [
     "Callback",
     "Extrapolated",
