@@ -1,4 +1,4 @@
-"""Distributed Parareal: 1 process against 2 processes on a 2-core CPU (gloo).
+"""Distributed Parareal and quasi-Newton Picard: 1 process against 2 (and 4) on a CPU (gloo).
 
 The workload is one that a single process cannot spread over both cores: every process
 runs with ONE torch thread, and the vector field is a per-particle MLP (128 particles of
@@ -14,7 +14,14 @@ prefix skipping; iteration ``K``'s fine solves start before its convergence test
 ``sum_n min(n + 1, K + 1) / max_r sum_{n in r} min(n + 1, K + 1)``; the coarse sweep, the
 pipeline's fill and the extra speculative work of the ranks ahead lower it further.
 
-Run: ``python benchmarks/distributed.py [--quick]``; writes
+Quasi-Newton Picard (``pint.distributed.picard``, :class:`pint.Secant`, one RK4 step of the
+fine propagator per interval of the same grid) shares each iteration's rows out over the ranks
+instead: its ceiling is the balance of the rows, ``rows / max_r rows_r`` per iteration (the
+recurrence, replicated on every rank, and the exchange of the rows lower it). ``--processes 1 2
+4`` adds 4 processes (on 2 cores they share them: a correctness and overhead run, not a scaling
+one).
+
+Run: ``python benchmarks/distributed.py [--quick] [--processes 1 2]``; writes
 ``benchmarks/results/distributed.json`` and ``.md``.
 """
 
@@ -56,13 +63,22 @@ def problem() -> tuple[object, torch.Tensor, torch.Tensor]:
     return f, y0, torch.linspace(0.0, 4.0, SLICES + 1, dtype=torch.float64)
 
 
-def solve(group_size: int) -> pint.Solution:
+def solve(method: str) -> pint.Solution:
     f, y0, t = problem()
+    if method == "picard":
+        return pint.distributed.picard(f, y0, picard_grid(t), step=pint.RK4(1), tol=TOL,
+                                       jacobian=pint.Secant(), vectorized=True)
     return pint.distributed.parareal(f, y0, t, coarse=pint.RK4(1), fine=pint.RK4(FINE_STEPS),
                                      tol=TOL, vectorized=True)
 
 
-def worker(rank: int, world: int, store: str, repeats: int, out: str) -> None:
+def picard_grid(t: torch.Tensor) -> torch.Tensor:
+    """The fine grid of the Parareal run: ``FINE_STEPS`` intervals per slice."""
+    return torch.linspace(float(t[0]), float(t[-1]), SLICES * FINE_STEPS + 1,
+                          dtype=torch.float64)
+
+
+def worker(rank: int, world: int, method: str, store: str, repeats: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=120))
@@ -70,7 +86,7 @@ def worker(rank: int, world: int, store: str, repeats: int, out: str) -> None:
     for _ in range(repeats + 1):  # the first run warms up
         dist.barrier()
         start = time.perf_counter()
-        sol = solve(world)
+        sol = solve(method)
         dist.barrier()
         times.append(time.perf_counter() - start)
     if rank == 0:
@@ -78,10 +94,12 @@ def worker(rank: int, world: int, store: str, repeats: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def distributed_run(world: int, repeats: int) -> tuple[float, pint.Solution]:
+def distributed_run(world: int, repeats: int, method: str = "parareal"
+                    ) -> tuple[float, pint.Solution]:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.pt")
-        mp.start_processes(worker, args=(world, os.path.join(tmp, "store"), repeats, out),
+        mp.start_processes(worker, args=(world, method, os.path.join(tmp, "store"), repeats,
+                                         out),
                            nprocs=world, start_method="spawn")
         result = torch.load(out, weights_only=False)
     return statistics.median(result["times"]), result["solution"]
@@ -133,6 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2],
+                        help="group sizes of the quasi-Newton rows")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     torch.set_num_threads(1)
@@ -148,6 +168,10 @@ def main() -> None:
     two_s, two = distributed_run(2, repeats)
     assert torch.equal(one.ys, two.ys) and one.iterations == two.iterations
     k = two.iterations
+    qn_single_s, qn_single = median_time(
+        lambda: pint.picard(f, y0, picard_grid(t), step=pint.RK4(1), tol=TOL,
+                            jacobian=pint.Secant(), vectorized=True), repeats)
+    qn = {world: distributed_run(world, repeats, "picard") for world in args.processes}
     rows = [
         dict(method="pint.serial RK4 (1 process)", processes=1, iterations=0,
              nfe=serial.stats.nfe, wall_s=serial_s, speedup=None, ceiling=None, max_error=0.0),
@@ -161,7 +185,18 @@ def main() -> None:
         dict(method="pint.distributed.parareal", processes=2, iterations=k, nfe=two.stats.nfe,
              wall_s=two_s, speedup=one_s / two_s, ceiling=ceiling(k, 2),
              max_error=float((two.ys - serial.ys).abs().max())),
+        dict(method="pint.picard quasi-Newton (1 process)", processes=1,
+             iterations=qn_single.iterations, nfe=qn_single.stats.nfe, wall_s=qn_single_s,
+             speedup=None, ceiling=None,
+             max_error=float((qn_single.ys[::FINE_STEPS] - serial.ys).abs().max())),
     ]
+    base_s = qn[min(qn)][0]
+    for world, (wall, sol) in qn.items():
+        assert torch.equal(sol.ys, qn_single.ys) and sol.iterations == qn_single.iterations
+        rows.append(dict(method="pint.distributed.picard quasi-Newton", processes=world,
+                         iterations=sol.iterations, nfe=sol.stats.nfe, wall_s=wall,
+                         speedup=base_s / wall, ceiling=float(world),
+                         max_error=float((sol.ys[::FINE_STEPS] - serial.ys).abs().max())))
     machine = {"machine": platform.machine(), "processor": cpu_model(),
                "cpu_cores": os.cpu_count(), "threads_per_process": 1, "torch": torch.__version__,
                "python": platform.python_version(), "backend": "gloo",
@@ -172,8 +207,8 @@ def main() -> None:
     (RESULTS / "distributed.json").write_text(
         json.dumps({"machine": machine, "setup": setup, "rows": rows}, indent=1) + "\n")
     lines = [
-        f"# Distributed Parareal: 1 vs 2 processes ({SLICES} slices, RK4({FINE_STEPS}) fine, "
-        f"RK4(1) coarse, tol {TOL:g})",
+        f"# Distributed Parareal and quasi-Newton: 1 vs 2 processes ({SLICES} slices, "
+        f"RK4({FINE_STEPS}) fine, RK4(1) coarse, tol {TOL:g})",
         "",
         f"Machine: {machine['processor']}, {machine['cpu_cores']} cores, one torch thread per "
         f"process, torch {machine['torch']}, Python {machine['python']}, gloo. Per-particle MLP "
@@ -194,6 +229,13 @@ def main() -> None:
         "limits the speedup: the ranks' unequal fine work (slices of the converged prefix need "
         "no more fine solves; the ceiling above), the coarse sweep that crosses both ranks once, "
         "the pipeline's fill, and the speculative work of the rank ahead.",
+        "",
+        f"Quasi-Newton Picard (`pint.Secant`) on the fine grid ({SLICES * FINE_STEPS} RK4 "
+        "steps) shares each iteration's rows out over the ranks; its results equal the single "
+        "process's bit for bit (checked). Its speedup is against its own run on "
+        f"{min(qn)} process(es); the ceiling is the number of processes (the rows split "
+        "evenly), lowered by the replicated recurrence and the exchange of the rows"
+        + (", and by the 2 cores the 4 processes share" if max(qn) > 2 else "") + ".",
         "",
         "| method | processes | iterations | nfe | wall (s) | speedup | ceiling "
         "| max error vs serial |",

@@ -12,12 +12,29 @@ wall-clock speedup is bounded by ``serial calls * cost(b) / sum over rounds of c
 
 Run: ``python benchmarks/overhead.py [--quick] [--threads 2]``; writes
 ``benchmarks/results/overhead.{json,md}``.
+
+``--against COMMIT`` measures instead the per-round cost of pint's own loop, at ``HEAD`` and at
+``COMMIT`` side by side in one run: on Lotka-Volterra with 64 slices, RK4(200) fine
+and RK4(1) coarse, tol 1e-8, ``pint.parareal`` and ``pint.serial`` (``vectorized=True``; and
+Parareal with a per-state ``f`` vmapped by pint) against serial ``torchdiffeq.odeint`` RK4 on
+the same fine grid.
+Both are checked out with ``git worktree add`` into a temporary folder; each repeat runs one
+subprocess per tree (alternating, ``PYTHONPATH`` pointing at that tree), which times every method
+once after a warm-up, so each ratio compares runs of one process under the same load. Medians
+over the repeats; writes ``benchmarks/results/overhead_against.{json,md}``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,9 +49,8 @@ from common import (
     write_results,
 )
 
-from pint_diffusion import sample_serial, sample_srds
-
 NAME = "overhead"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cost_curve(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
@@ -72,6 +88,8 @@ def cost_curve(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
 
 
 def measure(steps: int, per_class: int, classes: int, repeats: int) -> dict[str, Any]:
+    from pint_diffusion import sample_serial, sample_srds
+
     setup_ = digits(per_class, classes=classes)
     sigmas = setup_.sigmas(steps)
     x = setup_.x(sigmas)
@@ -142,10 +160,126 @@ def to_markdown(rows: list[dict[str, Any]], curve: list[dict[str, Any]], info: d
     ])
 
 
+# ------------------------------------------------------------------ pint's loop, two trees
+METHODS = ("torchdiffeq", "parareal", "serial", "parareal_vmap")
+
+
+def time_loop() -> dict[str, float]:
+    """One timing of each method on the issue's problem, in this process (after a warm-up)."""
+    import torchdiffeq
+
+    import pint
+
+    torch.set_default_dtype(torch.float64)
+    problem = pint.problems.lotka_volterra()
+
+    def per_state(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return problem.f(t.reshape(1), y.unsqueeze(0)).squeeze(0)
+
+    def runs(slices: int) -> dict[str, Any]:
+        t, fine = problem.times(65)[:slices + 1], problem.times(64 * 200 + 1)[:slices * 200 + 1]
+        coarse, fine_rk = pint.RK4(1), pint.RK4(200)
+        return {
+            "torchdiffeq": lambda: torchdiffeq.odeint(problem.f, problem.y0, fine, method="rk4"),
+            "parareal": lambda: pint.parareal(problem.f, problem.y0, t, coarse=coarse,
+                                              fine=fine_rk, tol=1e-8, vectorized=True),
+            "serial": lambda: pint.serial(problem.f, problem.y0, t, method=fine_rk,
+                                          vectorized=True),
+            "parareal_vmap": lambda: pint.parareal(per_state, problem.y0, t, coarse=coarse,
+                                                   fine=fine_rk, tol=1e-8),
+        }
+
+    for run in runs(3).values():  # warm-up: imports, vmap tracing, allocator
+        run()
+    times = {}
+    for name, run in runs(64).items():
+        start, cpu = time.perf_counter(), time.process_time()
+        run()
+        times[name] = time.perf_counter() - start
+        times[f"{name}_cpu"] = time.process_time() - cpu
+    return times
+
+
+def against(commit: str, repeats: int, threads: int) -> None:
+    """The loop's timings at this tree and at ``commit``, alternating, in subprocesses."""
+    info = machine_info()
+    info["torch_threads"] = threads
+    def sha(ref: str) -> str:
+        return subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    trees = {"before": sha(commit), "head": sha("HEAD")}
+    times: dict[str, list[dict[str, float]]] = {key: [] for key in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, ref in trees.items():  # both committed trees, so edits here cannot leak in
+            subprocess.run(["git", "worktree", "add", "--detach", str(Path(tmp) / key), ref],
+                           cwd=ROOT, check=True, capture_output=True)
+        try:
+            for _ in range(repeats):
+                for key in trees:
+                    env = dict(os.environ, PYTHONPATH=str(Path(tmp) / key),
+                               OMP_NUM_THREADS=str(threads))
+                    out = subprocess.run([sys.executable, __file__, "--child",
+                                          "--threads", str(threads)], env=env, check=True,
+                                         capture_output=True, text=True, cwd=tmp).stdout
+                    times[key].append(json.loads(out.splitlines()[-1]))
+                    print(key, times[key][-1], flush=True)
+        finally:
+            for key in trees:
+                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / key)],
+                               cwd=ROOT, check=False, capture_output=True)
+    rows = []
+    for method in METHODS[1:]:
+        row: dict[str, Any] = dict(method=method)
+        for key, runs in times.items():
+            row[f"{key}_s"] = statistics.median(r[method] for r in runs)
+            row[key] = statistics.median(r["torchdiffeq"] / r[method] for r in runs)
+            row[f"{key}_cpu"] = statistics.median(r["torchdiffeq_cpu"] / r[f"{method}_cpu"]
+                                                  for r in runs)
+        rows.append(row)
+    labels = {"parareal": "`pint.parareal`, `vectorized=True`",
+              "serial": "`pint.serial`, `vectorized=True`",
+              "parareal_vmap": "`pint.parareal`, per-state `f` (vmap)"}
+    markdown = "\n".join([
+        "# pint's loop against an earlier commit (Lotka-Volterra, 64 slices, RK4(200) fine)",
+        "",
+        machine_line(info),
+        f"`before` is {trees['before']}, `head` is {trees['head']}. Speedup over serial "
+        "`torchdiffeq.odeint` RK4 on the same fine grid timed in the same process, RK4(1) "
+        "coarse, tol 1e-8; "
+        f"median over {repeats} repeats, the two trees alternating, one subprocess each. "
+        f"`python benchmarks/overhead.py --against {commit} --repeats {repeats} --threads "
+        f"{threads}`.",
+        "",
+        markdown_table(rows, [("", lambda r: labels[r["method"]], "s"),
+                              ("before", "before", ".2f"), ("head", "head", ".2f"),
+                              ("before, CPU time", "before_cpu", ".2f"),
+                              ("head, CPU time", "head_cpu", ".2f"),
+                              ("before (s)", "before_s", ".3f"), ("head (s)", "head_s", ".3f")]),
+        "",
+        "`before`/`head`: wall-clock speedup; `CPU time`: the same ratio of the process's CPU "
+        "time (`time.process_time`), which other processes on a shared machine disturb less "
+        "(one torch thread: CPU time is the work done); `(s)`: median wall seconds.",
+    ])
+    write_results(f"{NAME}_against", dict(machine=info, trees=trees,
+                                          repeats=repeats, times=times, rows=rows), markdown)
+    print(markdown)
+
+
 def main() -> None:
     parser = arguments(__doc__)
+    parser.add_argument("--against", metavar="COMMIT",
+                        help="time pint's loop here and at COMMIT side by side instead")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of --against")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     setup(args.threads)
+    if args.child:
+        print(json.dumps(time_loop()))
+        return
+    if args.against:
+        against(args.against, args.repeats, args.threads)
+        return
     repeats = 3 if args.quick else 5
     info = machine_info()
     start = time.perf_counter()

@@ -1,11 +1,14 @@
-"""Parareal with the time slices spread over processes and GPUs (``torch.distributed``).
+"""Parareal and Picard/quasi-Newton over processes and GPUs (``torch.distributed``).
 
-The algorithm is :func:`pint.parareal`'s own; :class:`pint.transport.distributed.Distributed`
-moves the boundaries between the ranks and reduces the residuals. Launch with ``torchrun``
-(see the docs page *Distributed Parareal*)::
+The algorithms are :func:`pint.parareal`'s and :func:`pint.picard`'s own;
+:class:`pint.transport.distributed.Distributed` moves the data: Parareal's time slices are
+spread over the ranks (boundaries sent on, residuals reduced), Picard's rows of each iteration
+are shared out and gathered. Launch with ``torchrun`` (see the docs page *Distributed
+Parareal* and the how-to *Several GPUs*)::
 
     torch.distributed.init_process_group("gloo")  # "nccl" on GPUs
     sol = pint.distributed.parareal(f, y0, t, coarse=pint.RK4(1), fine=pint.RK4(100))
+    sol = pint.distributed.picard(f, y0, t, step=pint.RK4(1), jacobian=pint.Secant())
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ from datetime import timedelta
 import torch.distributed as dist
 from torch import Tensor
 
-from .algorithms.driver import Norm, StopRule
+from .algorithms.driver import Callback, Norm, StopRule
 from .algorithms.parareal import parareal as _parareal
+from .algorithms.picard import Acceptance, InitialGuess, JacobianModel
+from .algorithms.picard import picard as _picard
 from .propagators import Propagator
 from .solution import Solution
 from .transport.distributed import Distributed, DistributedError, RankFailed, slice_ranges
 
-__all__ = ["Distributed", "DistributedError", "RankFailed", "parareal", "slice_ranges"]
+__all__ = ["Distributed", "DistributedError", "RankFailed", "parareal", "picard",
+           "slice_ranges"]
 
 
 def parareal(
@@ -104,3 +110,70 @@ def parareal(
     return _parareal(f, y0, t, coarse=coarse, fine=fine, tol=tol, max_iters=max_iters,
                      norm=norm, stop=stop, pipelined=True, vectorized=vectorized,
                      independent=independent, max_batch=max_batch, transport=transport)
+
+
+def picard(
+    f: Callable[..., Tensor],
+    y0: Tensor,
+    t: Tensor,
+    *,
+    step: Propagator,
+    window: int | None = None,
+    tol: float = 1e-6,
+    max_iters: int | None = None,
+    norm: Norm | None = None,
+    stop: StopRule | None = None,
+    jacobian: JacobianModel | None = None,
+    initial: InitialGuess | None = None,
+    acceptance: Acceptance | None = None,
+    vectorized: bool = False,
+    independent: bool = False,
+    store_iterates: bool = False,
+    callback: Callback | None = None,
+    max_batch: int | None = None,
+    group: dist.ProcessGroup | None = None,
+    timeout: float | timedelta = 300.0,
+) -> Solution:
+    """:func:`pint.picard` with each iteration's rows shared out over the ranks of ``group``.
+
+    Every rank holds a replica of ``f`` and the whole trajectory. In every iteration rank ``r``
+    evaluates the ``r``-th contiguous share of the window's rows (one step per row); the
+    shares are gathered on every rank and every rank applies the same update (the
+    recurrence, Anderson's fits, the acceptance and the stopping rule run identically on each).
+    Rank 0 computes the initial guess and sends it to the others. So on every rank the result,
+    the iterations and the depth equal the single process's, bit for bit when ``f`` computes
+    each row independently of the batch it is in. A group of one rank is the single process.
+
+    Args:
+        f, y0, t, step, window, tol, max_iters, norm, stop, jacobian, initial, acceptance,
+            vectorized, independent, store_iterates, callback, max_batch: as in
+            :func:`pint.picard`; the same on every rank (``y0``, ``t`` and the options are
+            compared up front).
+        group, timeout: as in :func:`parareal`.
+
+    Returns:
+        On every rank, the :class:`pint.Solution` of :func:`pint.picard`; ``stats`` counts the
+        evaluations of all ranks, ``sequential_nfe`` is the depth (each iteration's deepest
+        share), ``calls`` and ``wall_time`` are this rank's.
+
+    Raises:
+        ValueError: invalid arguments on any rank (every rank raises), or ``y0``, ``t`` or
+            options that differ between ranks; refused before any evaluation.
+        RankFailed: another rank raised during the solve; ``error.rank`` names it.
+        DistributedError: a rank died or did not answer within ``timeout``.
+
+    Example (run with ``torchrun --nproc-per-node 2 script.py``)::
+
+        import torch, torch.distributed as dist, pint, pint.distributed
+        dist.init_process_group("gloo")
+        t = torch.linspace(0, 1, 33, dtype=torch.float64)
+        sol = pint.distributed.picard(lambda t, y: -y, torch.ones(1, dtype=torch.float64), t,
+                                      step=pint.RK4(1), jacobian=pint.Secant(), tol=1e-10)
+        dist.destroy_process_group()
+    """
+    transport = Distributed(group, timeout)
+    return _picard(f, y0, t, step=step, window=window, tol=tol, max_iters=max_iters, norm=norm,
+                   stop=stop, jacobian=jacobian, initial=initial, acceptance=acceptance,
+                   vectorized=vectorized, independent=independent,
+                   store_iterates=store_iterates, callback=callback, max_batch=max_batch,
+                   transport=transport)

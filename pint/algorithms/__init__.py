@@ -1,8 +1,10 @@
-"""The algorithms, each a module over :mod:`pint.engine` and the shared iteration driver
-(:mod:`pint.algorithms.driver`):
+"""The algorithms, each a module over :mod:`pint.engine`, run by the one loop of
+:func:`pint.algorithms.driver.drive` (each supplies its ``begin``/``step``/``end``), with the
+input checks of :mod:`pint.algorithms.checks`:
 
 - :mod:`~pint.algorithms.parareal`: Parareal, batched and pipelined schedules, any transport;
-- :mod:`~pint.algorithms.picard`: Picard and quasi-Newton Picard over a (sliding) window;
+- :mod:`~pint.algorithms.picard`: Picard and quasi-Newton Picard over a (sliding) window, a
+  package of its strategies and the solver, over any transport;
 - :mod:`~pint.algorithms.mgrit`: multigrid reduction in time (two levels with F-relaxation
   are Parareal);
 - :mod:`~pint.algorithms.serial`: the serial solve they converge to.

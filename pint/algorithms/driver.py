@@ -1,10 +1,14 @@
-"""What every iterative algorithm shares: input checks, the set of problems still iterating,
-the stopping rule, the callback, the history, and the assembled :class:`pint.Solution`.
+"""What every algorithm shares: the one loop that runs it (:func:`drive`), the set of problems
+still iterating, the stopping rule, the callback, the history, and the assembled
+:class:`pint.Solution`.
 
-An algorithm (Parareal, Picard, ...) produces, for each iteration ``k``, the states of the
-problems still iterating and their residuals (the change since the last iteration, measured by
-the user's norm); :class:`Iterations` decides which problems stop, keeps the returned states,
-calls the callback and finally builds the :class:`pint.Solution`.
+An algorithm (Parareal, Picard, MGRIT, serial) is a :class:`Steps`: its set-up, one step of
+its work, and what it returns. :func:`drive` owns the loop: the timing, the steps until every
+problem has stopped, closing the engine's tasks, telling the transport's other processes when
+this one fails, and the :class:`pint.Solution` with its :class:`pint.Stats`. For each iteration
+``k`` a step produces the states of the problems still iterating and their residuals (the
+change since the last iteration, measured by the user's norm); :class:`Iterations` decides
+which problems stop, keeps the returned states and calls the callback.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
-from numbers import Integral, Real
-from typing import Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -23,14 +27,22 @@ from torch import Tensor
 from ..engine import Engine, VectorField
 from ..solution import Solution, Stats
 
+# the checks lived here: kept as aliases of pint.algorithms.checks
+from .checks import check_callable as check_callable
+from .checks import check_grid as check_grid
+from .checks import check_options as check_options
+
 __all__ = [
     "Callback",
     "Extrapolated",
     "InstabilityWarning",
     "Iterations",
     "Norm",
+    "Outcome",
+    "Steps",
     "StopRule",
     "Tolerance",
+    "drive",
 ]
 
 Norm = Callable[[Tensor], Tensor]
@@ -121,58 +133,6 @@ def _caller_level() -> int:
     return level
 
 
-def check_grid(y0: object, t: object) -> None:
-    """``y0`` a finite floating tensor; ``t`` a strictly monotone finite grid like it."""
-    if not isinstance(y0, Tensor) or not y0.is_floating_point():
-        raise TypeError(f"y0 must be a floating-point torch.Tensor, got {_describe(y0)}")
-    if not isinstance(t, Tensor) or not t.is_floating_point():
-        raise TypeError(f"t must be a floating-point torch.Tensor, got {_describe(t)}")
-    if t.ndim != 1 or len(t) < 2:
-        raise ValueError(f"t must be 1-D with at least 2 points, got shape {tuple(t.shape)}")
-    if t.dtype != y0.dtype or t.device != y0.device:
-        raise ValueError(
-            f"t and y0 must share dtype and device, got t: {t.dtype} on {t.device}, "
-            f"y0: {y0.dtype} on {y0.device}"
-        )
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("t must be finite")
-    steps = t.diff()
-    if not (bool((steps > 0).all()) or bool((steps < 0).all())):
-        raise ValueError("t must be strictly increasing or strictly decreasing")
-    if not bool(torch.isfinite(y0).all()):
-        raise ValueError("y0 must be finite")
-
-
-def check_callable(name: str, value: object) -> None:
-    """A TypeError naming ``name`` unless ``value`` is callable or ``None``."""
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
-
-
-def check_options(
-    y0: Tensor, t: Tensor, *, tol: object, max_iters: object, norm: object, stop: object,
-    independent: bool, limit: int, callback: object = None,
-) -> int:
-    """Validate the options every iterative solver takes; returns ``max_iters`` resolved
-    (``None`` means ``limit``, the iterations after which the result is exact)."""
-    check_grid(y0, t)
-    if isinstance(tol, bool) or not isinstance(tol, Real) or not (
-            tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    if max_iters is None:
-        max_iters = limit
-    elif isinstance(max_iters, bool) or not isinstance(max_iters, Integral) or max_iters < 0:
-        raise ValueError(f"max_iters must be a non-negative integer or None, got {max_iters!r}")
-    check_callable("norm", norm)
-    check_callable("callback", callback)
-    if not isinstance(stop, StopRule):
-        raise TypeError(f"stop must be a stopping rule such as pint.Tolerance() or "
-                        f"pint.Extrapolated(), got {stop!r}")
-    if independent and y0.ndim == 0:
-        raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
-    return min(int(max_iters), limit)
-
-
 def scalar_norm(value: object) -> Tensor:
     """What a user's ``norm`` returned, as a 0-d tensor; a ValueError unless it is one value."""
     value = torch.as_tensor(value)
@@ -180,12 +140,6 @@ def scalar_norm(value: object) -> Tensor:
         raise ValueError(f"norm must return a scalar (one value for the change of one problem), "
                          f"got shape {tuple(value.shape)}")
     return value.reshape(())
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, Tensor):
-        return f"a tensor of dtype {value.dtype}"
-    return type(value).__name__
 
 
 def vectorize(f: Callable[..., Tensor], vectorized: bool) -> VectorField:
@@ -369,3 +323,60 @@ class Iterations:
             sample_iterations=None if self.squeeze else self.sample_iterations,
             converged_by=self.converged_by,
         )
+
+
+class Outcome(NamedTuple):
+    """What an algorithm returns after its last step.
+
+    Attributes:
+        ys: the states at the grid points, ``(points, B, *state)`` (all of them, on every
+            process of a distributed solve).
+        evaluations: rows evaluated per task label (of all processes); ``None``: the engine's.
+        depth: the depth (``sequential_nfe``); ``None``: the engine's round count.
+        predicted: the predicted depth, where the algorithm has a model of it.
+    """
+
+    ys: Tensor
+    evaluations: dict[str, int] | None = None
+    depth: int | None = None
+    predicted: int | None = None
+
+
+class Steps(Protocol):
+    """An algorithm as :func:`drive` runs it."""
+
+    def begin(self) -> None:
+        """The set-up and the work before the first step (an initial guess, a coarse sweep)."""
+        ...
+
+    def step(self) -> bool:
+        """One step of the work (an iteration, or an event: a round, a message); ``False`` when
+        there is none left to do."""
+        ...
+
+    def end(self) -> Outcome:
+        """After the last step: the result and its cost."""
+        ...
+
+
+def drive(steps: Steps, engine: Engine, iterations: Iterations, transport: Any = None) -> Solution:
+    """Run ``steps`` to the end: its set-up, then its steps until every problem has stopped (or
+    it has none left), and its outcome as a :class:`pint.Solution` with the wall time. Whatever
+    happens, the engine's live tasks are closed; on an error the transport (if any) tells the
+    other processes before it propagates."""
+    start = time.perf_counter()
+    try:
+        try:
+            steps.begin()
+            while not iterations.done and steps.step():
+                pass
+        finally:
+            engine.close()
+        outcome = steps.end()
+    except BaseException as error:  # tell the other processes, then raise it here
+        if transport is not None:
+            transport.abort(None, error)
+        raise
+    return iterations.solution(outcome.ys, engine, time.perf_counter() - start,
+                               outcome.predicted, depth=outcome.depth,
+                               evaluations=outcome.evaluations)

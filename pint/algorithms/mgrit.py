@@ -42,7 +42,7 @@ C-point, ``Phi(u[c - 1])``, is computed once and reused until an F-relaxation ch
 from __future__ import annotations
 
 import math
-import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -53,12 +53,14 @@ from torch import Tensor
 from ..engine import Engine, Location, NonFiniteError, Propagation, Request, Task, VectorField
 from ..propagators import Propagator
 from ..solution import Solution
+from .checks import check_options, check_propagators
 from .driver import (
     Callback,
     Iterations,
     Norm,
+    Outcome,
     Tolerance,
-    check_options,
+    drive,
     scalar_norm,
     vectorize,
 )
@@ -286,11 +288,7 @@ def _propagators(fine: Propagator, coarse: Propagator | Sequence[Propagator] | N
     else:
         chosen = [fine] + [coarse] * coarse_levels
     for level, prop in enumerate(chosen):
-        if not isinstance(prop, Propagator):
-            name = "propagator" if level == 0 else "coarse_propagator"
-            raise TypeError(f"{name} must be a pint.Propagator (an object with a "
-                            f"propagate(t0, t1, y0) generator), e.g. pint.RK4(1); got "
-                            f"{type(prop).__name__}")
+        check_propagators(**{"propagator" if level == 0 else "coarse_propagator": prop})
     return chosen  # type: ignore[return-value]
 
 
@@ -360,27 +358,32 @@ class _MGRIT:
             if m is not None:
                 grid, stride = grid[::m], stride * m
 
-    # -- iteration bookkeeping (the part a shared driver takes over) ---------------------
+    # -- the steps :func:`~pint.algorithms.driver.drive` runs --------------------------------
     def run(self) -> Solution:
-        start = time.perf_counter()
-        fine = self.levels[0]
-        try:
-            self.initial_guess()
-            residual = self.residual(0)
-            # the initial guess is tested only when no iteration may run
-            self.it.decide(0, residual if self.it.max_iters == 0 else None, fine.u.unsqueeze(1))
-            while not self.it.done:
-                self.iteration += 1
-                self.cycle_level(0, self.cycle, first_f=False)
-                self.it.decide(self.iteration, self.residual(self.iteration),
-                               fine.u.unsqueeze(1))
-        finally:
-            self.engine.close()
-        rows = self.engine.rows
+        """The solve, by :func:`pint.algorithms.driver.drive`."""
+        return drive(self, self.engine, self.it)
+
+    def begin(self) -> None:
+        """The nested iteration; the initial guess is tested only when no iteration may run."""
+        self.initial_guess()
+        residual = self.residual(0)
+        self.it.decide(0, residual if self.it.max_iters == 0 else None,
+                       self.levels[0].u.unsqueeze(1))
+
+    def step(self) -> bool:
+        """One cycle and its test."""
+        self.iteration += 1
+        self.cycle_level(0, self.cycle, first_f=False)
+        self.it.decide(self.iteration, self.residual(self.iteration),
+                       self.levels[0].u.unsqueeze(1))
+        return True
+
+    def end(self) -> Outcome:
+        """The fine level's states; the evaluations of the fine level and of the coarse ones."""
+        rows = Counter(self.engine.rows)
         fine_nfe = rows.pop("level 0", 0)
         evaluations = {"fine": fine_nfe, "coarse": sum(rows.values())}
-        return self.it.solution(fine.u.unsqueeze(1), self.engine, time.perf_counter() - start,
-                                evaluations=evaluations)
+        return Outcome(self.levels[0].u.unsqueeze(1), evaluations)
 
     def residual(self, k: int) -> Tensor:
         """The residual after iteration ``k`` (PyMGRIT's: the norm of ``Phi(u_{C-1}) - u_C`` at

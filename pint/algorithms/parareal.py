@@ -18,7 +18,6 @@ in a single process (:class:`pint.transport.Local`) it owns them all and carries
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -28,13 +27,15 @@ from ..engine import Engine, Location, NonFiniteError, Task
 from ..propagators import Propagator, propagation, slice_depths
 from ..solution import Solution
 from ..transport import Local, Transport
+from .checks import check_options, check_propagators
 from .driver import (
     Callback,
     Iterations,
     Norm,
+    Outcome,
     StopRule,
     Tolerance,
-    check_options,
+    drive,
     vectorize,
 )
 
@@ -148,18 +149,6 @@ def parareal(
     return Parareal(engine, iterations, states, t, coarse, fine, pipelined, transport).run()
 
 
-def check_propagators(**propagators: object) -> None:
-    """Every argument must be a :class:`pint.Propagator` instance."""
-    for name, prop in propagators.items():
-        if isinstance(prop, type):
-            raise TypeError(f"{name} must be a propagator instance, e.g. {prop.__name__}(1); "
-                            f"got the class {prop.__name__}")
-        if not isinstance(prop, Propagator):
-            raise TypeError(f"{name} must be a pint.Propagator (an object with a "
-                            f"propagate(t0, t1, y0) generator), e.g. pint.RK4(1); got "
-                            f"{type(prop).__name__}")
-
-
 def predicted_depth(
     n_slices: int,
     iterations: int,
@@ -253,33 +242,34 @@ class Parareal:
         self.pending: tuple[int, object] | None = None  # the convergence test in flight
 
     def run(self) -> Solution:
-        start = time.perf_counter()
-        try:
-            self.transport.begin(self)
-            try:
-                if self.lo == 0:
-                    self.form(0, 0, self.tables[0][0], 0)
-                while not self.it.done:
-                    if self.transport.poll(self):
-                        continue
-                    if self.engine.live:
-                        self.engine.step()
-                    else:
-                        self.transport.wait(self)
-            finally:
-                self.engine.close()
-            k = int(self.it.sample_iterations.max())
-            ys, evaluations, depth = self.transport.finish(
-                self, self.it.result, dict(self.engine.rows), self.formed_at.get(k, 0))
-        except BaseException as error:  # tell the other processes, then raise it here
-            self.transport.abort(self, error)
-            raise
+        """The solve, by :func:`pint.algorithms.driver.drive`."""
+        return drive(self, self.engine, self.it, self.transport)
+
+    def begin(self) -> None:
+        """Start the transport and the coarse sweep from boundary 0."""
+        self.transport.begin(self)
+        if self.lo == 0:
+            self.form(0, 0, self.tables[0][0], 0)
+
+    def step(self) -> bool:
+        """Deliver what arrived, else run a round, else wait for a message."""
+        if not self.transport.poll(self):
+            if self.engine.live:
+                self.engine.step()
+            else:
+                self.transport.wait(self)
+        return True
+
+    def end(self) -> Outcome:
+        """The result and the evaluations of all processes, the depth, the predicted depth."""
+        k = int(self.it.sample_iterations.max())
+        ys, evaluations, depth = self.transport.finish(
+            self, self.it.result, dict(self.engine.rows), self.formed_at.get(k, 0))
         c_depth, f_depth = slice_depths(self.coarse, self.t), slice_depths(self.fine, self.t)
         predicted = None
         if c_depth is not None and f_depth is not None:
             predicted = predicted_depth(self.n, k, c_depth, f_depth, self.pipelined)
-        return self.it.solution(ys, self.engine, time.perf_counter() - start, predicted,
-                                depth=depth, evaluations=evaluations)
+        return Outcome(ys, evaluations, depth, predicted)
 
     # -- the dependency graph ------------------------------------------------------------
     def table(self, k: int) -> Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
@@ -10,9 +9,9 @@ from torch import Tensor
 
 from ..engine import Engine, Task
 from ..propagators import Propagator, propagation, slice_depths
-from ..solution import Solution, Stats
-from .driver import check_callable, check_grid, vectorize
-from .parareal import check_propagators
+from ..solution import Solution
+from .checks import check_callable, check_grid, check_propagators
+from .driver import Iterations, Outcome, Tolerance, drive, vectorize
 
 __all__ = ["serial"]
 
@@ -59,34 +58,41 @@ def serial(
     check_callable("callback", callback)
     if independent and y0.ndim == 0:
         raise ValueError("independent=True needs y0 with a leading batch axis, got a 0-d tensor")
-    start = time.perf_counter()
     engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
     states = y0 if independent else y0.unsqueeze(0)
-    rows = len(states)
-    ys = [states]
-    for n in range(len(t) - 1):
-        at = torch.full((rows,), n)
-        engine.start(Task(
-            propagation(method, t, at, at + 1, ys[-1]), ys.append, label="fine", points=at,
-            problems=torch.arange(rows, device=y0.device),
-        ))
-        engine.run()
-        if callback is not None:
-            callback(n, (ys[-1] if independent else ys[-1][0]).clone())
-    engine.verify()
-    depths = slice_depths(method, t)
-    return Solution(
-        ys=torch.stack(ys) if independent else torch.cat(ys),
-        iterations=0,
-        converged=True,
-        residuals=[],
-        stats=Stats(
-            nfe=sum(engine.rows.values()),
-            sequential_nfe=engine.rounds,
-            wall_time=time.perf_counter() - start,
-            predicted_sequential_nfe=None if depths is None else sum(depths),
-            evaluations=dict(engine.rows),
-            calls=engine.calls,
-        ),
-        converged_by="exactness",
-    )
+    iterations = Iterations(states, len(t), tol=0.0, stop=Tolerance(), norm=None, max_iters=0,
+                            exact_after=0, squeeze=not independent, verify=engine.verify)
+    return drive(Serial(engine, iterations, t, method, callback), engine, iterations)
+
+
+class Serial:
+    """The serial solve as :func:`pint.algorithms.driver.drive` runs it: one step per slice."""
+
+    def __init__(self, engine: Engine, iterations: Iterations, t: Tensor, method: Propagator,
+                 callback: Callable[[int, Tensor], None] | None) -> None:
+        self.engine, self.it, self.t, self.method, self.callback = (
+            engine, iterations, t, method, callback)
+        self.ys = [iterations.result[0]]
+        rows = len(self.ys[0])
+        self.problems = torch.arange(rows, device=t.device)
+
+    def begin(self) -> None:
+        """Nothing before the first slice."""
+
+    def step(self) -> bool:
+        """Propagate across the next slice; after the last, the states are exact."""
+        n = len(self.ys) - 1
+        at = torch.full((len(self.problems),), n)
+        self.engine.start(Task(propagation(self.method, self.t, at, at + 1, self.ys[-1]),
+                               self.ys.append, label="fine", points=at, problems=self.problems))
+        self.engine.run()
+        if self.callback is not None:
+            self.callback(n, self.it.output(self.ys[-1].unsqueeze(0))[0].clone())
+        if len(self.ys) == len(self.t):
+            self.it.decide(0, None, torch.stack(self.ys), exact=True)
+        return True
+
+    def end(self) -> Outcome:
+        """The states; the serial depth predicted from the propagator."""
+        depths = slice_depths(self.method, self.t)
+        return Outcome(self.it.result, predicted=None if depths is None else sum(depths))

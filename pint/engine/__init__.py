@@ -27,8 +27,7 @@ Example::
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from numbers import Integral
 from typing import NamedTuple
@@ -150,6 +149,10 @@ def _request(value: object) -> Request:
                     f"got {type(value).__name__}")
 
 
+_Round = tuple[list["Task"], list[int], list[int], list[Request]]
+"""What locates a round's rows: its tasks, their row counts, evaluations and requests."""
+
+
 class Engine:
     """Drives tasks in lock step, one batched call of ``f`` per round.
 
@@ -188,7 +191,7 @@ class Engine:
         self._finished: deque[tuple[Task, Tensor]] = deque()
         self._draining = False
         self._checked = False
-        self._checks: list[tuple[Tensor, Callable[[], None]]] = []
+        self._checks: list[tuple[Tensor, Callable[[], None] | _Round]] = []  # (row sums, why)
 
     # -- tasks -------------------------------------------------------------------------
     def start(self, task: Task) -> None:
@@ -223,120 +226,121 @@ class Engine:
         The test runs on ``value``'s device now; only its one-element result is read back later,
         with every other pending check, so checking costs no synchronisation per round.
         """
-        self._defer(torch.isfinite(value).all(), fail)
+        self._defer(_sums(value.reshape(1, -1)), fail)
 
     def verify(self) -> None:
         """Read the pending finiteness checks (one transfer) and raise for the first failed one."""
         if not self._checks:
             return
         checks, self._checks = self._checks, []
-        passed = torch.stack([ok for ok, _ in checks]).tolist()
-        for ok, (_, fail) in zip(passed, checks, strict=True):
-            if not ok:
+        sums = [total for total, _ in checks]
+        if bool(torch.isfinite(sums[0] if len(sums) == 1 else torch.cat(sums)).all()):
+            return
+        for total, fail in checks:
+            ok = torch.isfinite(total).cpu()
+            if not bool(ok.all()):
                 self.close()
-                fail()
+                fail() if callable(fail) else self._fail_rows(ok, *fail)
 
     def _drain(self) -> None:
-        """Run the completions of finished tasks, first in, first out."""
+        """Run the completions of finished tasks, first in, first out; on an error, a pending
+        non-finite evaluation (its cause, most likely) is raised instead, chained to it."""
         if self._draining:
             return
         self._draining = True
         try:
-            with self._reporting_first_cause():
-                while self._finished:
-                    task, value = self._finished.popleft()
-                    task.on_done(value)
-        finally:
-            self._draining = False
-
-    @contextmanager
-    def _reporting_first_cause(self) -> Iterator[None]:
-        """On an error, a pending non-finite evaluation (its cause, most likely) is raised
-        instead, chained to it."""
-        try:
-            yield
+            while self._finished:
+                task, value = self._finished.popleft()
+                task.on_done(value)
         except Exception:
             self.verify()
             raise
+        finally:
+            self._draining = False
 
     # -- one round ---------------------------------------------------------------------
     def step(self) -> None:
         """Run one round: one batched evaluation, then advance every live task."""
-        if not self.live:
+        live = self.live
+        if not live:
             raise RuntimeError("no live task to advance")
-        requests = [task.request for task in self.live]
-        sizes = [len(request.y) for request in requests]  # type: ignore[union-attr]
-        t = _cat([request.t for request in requests])  # type: ignore[union-attr]
-        y = _cat([request.y for request in requests])  # type: ignore[union-attr]
+        requests = [task.request for task in live]
+        if len(live) == 1:
+            request = requests[0]
+            t, y = request.t, request.y  # type: ignore[union-attr]
+            sizes = [y.shape[0]]
+        else:
+            sizes = [request.y.shape[0] for request in requests]  # type: ignore[union-attr]
+            t = torch.cat([request.t for request in requests])  # type: ignore[union-attr]
+            y = torch.cat([request.y for request in requests])  # type: ignore[union-attr]
         index = None
         if self.with_index:
             index = _cat([task._rows(task.problems, size) for task, size in
-                          zip(self.live, sizes, strict=True)]).to(y.device, non_blocking=True)
+                          zip(live, sizes, strict=True)]).to(y.device, non_blocking=True)
         out = self._evaluate(t, y, index)
         self.rounds += 1
-        if self.check_finite:
-            self._expect_finite_rows(out, sizes)
+        if self.check_finite:  # one flag per row, read back at verify()
+            rows = out if out.ndim == 2 else out.reshape(out.shape[0], -1)
+            self._defer(_sums(rows), (live, sizes, [task.evaluations for task in live],
+                                      requests))
         parts = out.split(sizes) if len(sizes) > 1 else (out,)
         still_live = []
-        with self._reporting_first_cause():
-            for task, part in zip(self.live, parts, strict=True):
-                self.rows[task.label] += len(part)
+        try:
+            for task, part, size in zip(live, parts, sizes, strict=True):
+                self.rows[task.label] += size
                 task.evaluations += 1
                 try:
                     task.request = _request(task.propagation.send(part))
                     still_live.append(task)
                 except StopIteration as stop:
                     self._finished.append((task, stop.value))
+        except Exception:
+            self.verify()
+            raise
         self.live = still_live
         self._drain()
 
     def _evaluate(self, t: Tensor, y: Tensor, index: Tensor | None) -> Tensor:
         """``f`` on all rows, in chunks of at most ``max_batch`` rows."""
-        size = len(y) if self.max_batch is None else self.max_batch
-        outs = []
-        for start in range(0, len(y), size):
-            chunk = slice(start, start + size)
-            args = (t[chunk], y[chunk]) if index is None else (t[chunk], y[chunk], index[chunk])
-            out = self.f(*args)
+        size = self.max_batch
+        if size is None or y.shape[0] <= size:
+            out = self.f(t, y) if index is None else self.f(t, y, index)
             self.calls += 1
-            if not self._checked:
-                _check_output(out, args[1])
+            if not self._checked or not isinstance(out, Tensor) or out.shape != y.shape:
+                _check_output(out, y)
                 self._checked = True
-            elif not isinstance(out, Tensor) or out.shape != args[1].shape:
-                _check_output(out, args[1])
-            outs.append(out)
-        return _cat(outs)
+            return out
+        outs = []
+        for start in range(0, y.shape[0], size):
+            chunk = slice(start, start + size)
+            outs.append(self._evaluate(t[chunk], y[chunk],
+                                       None if index is None else index[chunk]))
+        return torch.cat(outs)
 
-    def _expect_finite_rows(self, out: Tensor, sizes: list[int]) -> None:
-        """Check this round's evaluations at the next :meth:`verify`; where they are not all
-        finite, name the first bad row and every problem with one."""
-        bad_rows = (~torch.isfinite(out.reshape(len(out), -1))).any(1)
-        tasks = [(task, size, task.evaluations, task.request) for task, size in
-                 zip(self.live, sizes, strict=True)]
+    def _fail_rows(self, good: Tensor, live: list[Task], sizes: list[int],
+                   evaluations: list[int], requests: list[Request]) -> None:
+        """A round's evaluations were not all finite: name its first bad row and every problem
+        with one."""
+        first: Location | None = None
+        problems: set[int] = set()
+        for task, size, evaluation, request, ok in zip(live, sizes, evaluations, requests,
+                                                       good.split(sizes), strict=True):
+            bad = ~ok
+            if not bool(bad.any()):
+                continue
+            owners = _rows(request, task.problems, size).cpu()
+            problems.update(owners[bad].tolist())
+            if first is None:
+                row = int(bad.nonzero()[0])
+                points = _rows(request, task.points, size)
+                first = Location(task.label, task.iteration,
+                                 0 if task.points is None else int(points[row]),
+                                 int(owners[row]), evaluation)
+        assert first is not None
+        raise NonFiniteError(f"f returned a non-finite value in {first}", first, sorted(problems))
 
-        def fail() -> None:
-            first: Location | None = None
-            problems: set[int] = set()
-            for (task, size, evaluations, request), bad in zip(tasks, bad_rows.cpu().split(sizes),
-                                                               strict=True):
-                if not bool(bad.any()):
-                    continue
-                owners = _rows(request, task.problems, size).cpu()
-                problems.update(owners[bad].tolist())
-                if first is None:
-                    row = int(bad.nonzero()[0])
-                    points = _rows(request, task.points, size)
-                    first = Location(task.label, task.iteration,
-                                     0 if task.points is None else int(points[row]),
-                                     int(owners[row]), evaluations)
-            assert first is not None
-            raise NonFiniteError(f"f returned a non-finite value in {first}", first,
-                                 sorted(problems))
-
-        self._defer(~bad_rows.any(), fail)
-
-    def _defer(self, ok: Tensor, fail: Callable[[], None]) -> None:
-        self._checks.append((ok, fail))
+    def _defer(self, sums: Tensor, fail: Callable[[], None] | _Round) -> None:
+        self._checks.append((sums, fail))
         if len(self._checks) >= MAX_PENDING_CHECKS:
             self.verify()
 
@@ -356,6 +360,15 @@ def _check_output(out: object, y: Tensor) -> None:
     if out.device != y.device:
         raise ValueError(f"the vector field f returned a tensor on {out.device} for y on "
                          f"{y.device}; it must return dy/dt on the device of y")
+
+
+def _sums(rows: Tensor) -> Tensor:
+    """The sum of each row of ``rows`` (``(R, d)``), in float64: a NaN or an infinity in the
+    row makes it non-finite, and half- and single-precision entries cannot overflow it, so
+    it is finite exactly when the row is; float64 entries near the largest float64 (1e308)
+    can overflow it, and such a row counts as non-finite (it has diverged). One reduction per
+    round; the finiteness of all pending rounds is tested at once at :meth:`Engine.verify`."""
+    return rows.sum(1, dtype=torch.float64)
 
 
 def _cat(parts: list[Tensor]) -> Tensor:

@@ -1,8 +1,15 @@
 """Transports: where the slices of a solve live and how their data moves.
 
-An algorithm (e.g. :class:`pint.algorithms.parareal.Parareal`) owns the grid points its
-transport gives it and asks the transport to carry boundaries and residuals; it contains no
-message passing itself. Two transports:
+An algorithm owns the grid points or the rows its transport gives it and asks the transport to
+carry data; it contains no message passing itself. Two kinds of exchange:
+
+- rows (Picard, quasi-Newton): :meth:`~Transport.share` says which of an evaluation's rows this
+  process computes, :meth:`~Transport.gather` returns every process's rows, in order, with the
+  deepest share's rounds, and :meth:`~Transport.total` sums the evaluations at the end;
+- points (Parareal): :meth:`~Transport.owned` boundaries, sent to the next process, and the
+  residuals of an iteration reduced over all processes (the methods taking ``solver``).
+
+Two transports:
 
 - :class:`Local`: one process owns every point; nothing moves (the default).
 - :class:`pint.transport.distributed.Distributed`: the points are spread over the ranks of a
@@ -29,8 +36,30 @@ class Transport(Protocol):
     distributed: bool
 
     def agree(self, y0: Tensor, t: Tensor, options: tuple[Any, ...],
-              error: Exception | None) -> None:
-        """Raise ``error``, on every process if any process has one, or if the inputs differ."""
+              error: Exception | None, values: bool = False) -> None:
+        """Raise ``error``, on every process if any process has one, or if the inputs differ
+        (with ``values``, also ``y0``'s values)."""
+        ...
+
+    def open(self, row: tuple[int, ...], dtype: Any, labels: tuple[str, ...]) -> None:
+        """A row-sharing solve starts: rows of shape ``row`` and ``dtype``, evaluations counted
+        under ``labels``."""
+        ...
+
+    def leads(self) -> bool:
+        """This process runs the work that only one process does."""
+        ...
+
+    def share(self, rows: int) -> tuple[int, int]:
+        """The rows ``[lo, hi)`` of an evaluation of ``rows`` rows this process computes."""
+        ...
+
+    def gather(self, part: Tensor, rounds: int) -> tuple[Tensor, int]:
+        """Every process's ``part`` (its share's rows), in order, and the most ``rounds``."""
+        ...
+
+    def total(self, evaluations: dict[str, int]) -> dict[str, int]:
+        """The evaluations of all processes, per label (the end of a row-sharing solve)."""
         ...
 
     def owned(self, n_slices: int) -> tuple[int, int]:
@@ -78,10 +107,29 @@ class Local:
         return "Local()"
 
     def agree(self, y0: Tensor, t: Tensor, options: tuple[Any, ...],
-              error: Exception | None) -> None:
+              error: Exception | None, values: bool = False) -> None:
         """Raise ``error`` if there is one."""
         if error is not None:
             raise error
+
+    def open(self, row: tuple[int, ...], dtype: Any, labels: tuple[str, ...]) -> None:
+        """Nothing to set up."""
+
+    def leads(self) -> bool:
+        """The only process."""
+        return True
+
+    def share(self, rows: int) -> tuple[int, int]:
+        """All rows."""
+        return 0, rows
+
+    def gather(self, part: Tensor, rounds: int) -> tuple[Tensor, int]:
+        """``part`` is all of it."""
+        return part, rounds
+
+    def total(self, evaluations: dict[str, int]) -> dict[str, int]:
+        """This process's."""
+        return evaluations
 
     def owned(self, n_slices: int) -> tuple[int, int]:
         """All boundaries ``0..N``."""

@@ -1,7 +1,8 @@
-"""The points of a solve spread over the ranks of a ``torch.distributed`` process group.
+"""The points or rows of a solve spread over the ranks of a ``torch.distributed`` process group.
 
-Every rank owns a contiguous range of slices ``lo..hi-1`` (so the boundary states ``lo..hi``)
-and runs the propagations of its slices locally, batched in one :class:`pint.engine.Engine`.
+Points (Parareal): every rank owns a contiguous range of slices ``lo..hi-1`` (so the boundary
+states ``lo..hi``) and runs the propagations of its slices locally, batched in one
+:class:`pint.engine.Engine`.
 Boundary ``lo`` of every iteration comes from the previous rank and boundary ``hi`` goes to the
 next one; a rank works on an iteration as soon as its initial state arrives, so iterations flow
 through the ranks like a pipeline. The convergence test of an iteration is an exchange, every
@@ -23,8 +24,14 @@ torch.distributed cannot poll a pending receive, hence the threads. Messages alw
 ``gloo`` (CPU tensors): with an NCCL group, pint makes a ``gloo`` group over the same ranks once
 and stages the states through the CPU.
 
-This module moves data; it contains no algorithm. :func:`pint.distributed.parareal` is the
-entry point.
+Rows (Picard, quasi-Newton): :meth:`Distributed.share` gives each rank a contiguous share of an
+evaluation's rows, :meth:`Distributed.gather` posts the rank's rows to every other rank and
+waits for theirs with the same messages (a ``rows`` header and its payload), and
+:meth:`Distributed.total` exchanges the evaluation counts as each rank's last message; a rank
+that fails, dies or hangs is reported exactly as above.
+
+This module moves data; it contains no algorithm. :func:`pint.distributed.parareal` and
+:func:`pint.distributed.picard` are the entry points.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Never
 
 import torch
 import torch.distributed as dist
@@ -46,9 +53,9 @@ __all__ = ["Distributed", "DistributedError", "RankFailed", "slice_ranges"]
 
 _HEAD = 0x5049  # "PI": the tag of pint's headers
 _DATA = 0x504A  # the tag of the payloads that follow a header
-_FIELDS = 8  # int64 fields at the start of a header: kind, k, clock, origin, primary, text length
+_FIELDS = 8  # int64 fields of a header: kind, k, clock, origin, primary, text length, rows
 _TEXT = 448  # bytes of an abort's error text
-_BOUNDARY, _RESIDUAL, _DONE, _ABORT = 1, 2, 3, 4
+_BOUNDARY, _RESIDUAL, _DONE, _ABORT, _ROWS = 1, 2, 3, 4, 5
 _GRACE = 10.0  # seconds a stopping rank waits for the others to acknowledge
 
 
@@ -141,13 +148,13 @@ class _Lost:
 
 
 def _header(kind: int, k: int = 0, clock: int = 0, origin: int = 0, primary: int = 0,
-            text: str = "") -> Tensor:
+            text: str = "", rows: int = 0) -> Tensor:
     data = text.encode("utf-8", "replace")
     if len(data) > _TEXT:
         data = data[: _TEXT - 3] + b"..."
     head = torch.zeros(_FIELDS * 8 + _TEXT, dtype=torch.uint8)
-    head[: _FIELDS * 8].view(torch.int64)[:6] = torch.tensor(
-        [kind, k, clock, origin, primary, len(data)], dtype=torch.int64)
+    head[: _FIELDS * 8].view(torch.int64)[:7] = torch.tensor(
+        [kind, k, clock, origin, primary, len(data), rows], dtype=torch.int64)
     if data:
         head[_FIELDS * 8: _FIELDS * 8 + len(data)] = torch.frombuffer(bytearray(data),
                                                                       dtype=torch.uint8)
@@ -195,18 +202,25 @@ class Distributed:
         self.layouts: dict[int, list[tuple[tuple[int, ...], torch.dtype]]] = {}
         self.shape: tuple[int, ...] = ()
         self.dtype = torch.float64
+        self.labels: tuple[str, ...] = ()
+        self.gathers = 0  # row exchanges so far
+        self.parts: dict[int, dict[int, tuple[list[Tensor], int]]] = {}  # k -> rank -> rows
+        self.posted: dict[int, list[tuple[Any, Tensor]]] = {}  # k -> sends of our rows
 
     def __repr__(self) -> str:
         return f"Distributed(rank={self.rank}, world={self.world})"
 
     # -- set-up ------------------------------------------------------------------------
-    def agree(self, y0: Any, t: Any, options: tuple[Any, ...], error: Exception | None) -> None:
-        """One collective up front: every rank learns whether all ranks accept the same inputs."""
+    def agree(self, y0: Any, t: Any, options: tuple[Any, ...], error: Exception | None,
+              values: bool = False) -> None:
+        """One collective up front: every rank learns whether all ranks accept the same inputs
+        (with ``values``, also the same values of ``y0``)."""
         fields = ["the local checks", "the number of slices", "y0's shape", "the dtype", "t",
-                  "the options (tol, max_iters, norm, independent, stop)"]
+                  "the options (tol, max_iters, norm, independent, stop, ...)", "y0's values"]
         if error is None:
             signature = [1, len(t) - 1, _crc(tuple(y0.shape)), _crc(str(y0.dtype)),
-                         _crc(t.detach().cpu().numpy().tobytes()), _crc(options)]
+                         _crc(t.detach().cpu().numpy().tobytes()), _crc(options),
+                         _crc(y0.detach().cpu().numpy().tobytes()) if values else 0]
         else:
             signature = [0] * len(fields)
         mine = torch.tensor(signature, dtype=torch.int64)
@@ -226,9 +240,9 @@ class Distributed:
                 raise ValueError(
                     f"pint.distributed: {name} differs between rank 0 and rank(s) "
                     f"{differ}{detail}; every rank must pass the same y0 shape, dtype, t and "
-                    f"options"
+                    f"options{' and y0' if values else ''}"
                 )
-        self.ranges = slice_ranges(len(t) - 1, self.world)
+        self.ranges = slice_ranges(len(t) - 1, self.world) if not values else []
         self.dtype = y0.dtype
 
     def owned(self, n_slices: int) -> tuple[int, int]:
@@ -251,6 +265,9 @@ class Distributed:
             _DONE: [((1 + len(solver.labels),), torch.int64), ((size, *self.shape), self.dtype)],
             _ABORT: [],
         }
+        self._start_listeners()
+
+    def _start_listeners(self) -> None:
         for peer in range(self.world):
             if peer != self.rank:
                 thread = threading.Thread(target=self._listen, args=(peer,), daemon=True,
@@ -283,8 +300,9 @@ class Distributed:
                 dist.irecv(head, src, group=self.comm, tag=_HEAD).wait()
                 fields = head[: _FIELDS * 8].view(torch.int64).tolist()
                 kind = fields[0]
-                payloads = [torch.empty(shape, dtype=dtype) for shape, dtype in
-                            self.layouts[kind]]
+                layout = ([((fields[6], *self.shape), self.dtype)] if fields[6] else []) if (
+                    kind == _ROWS) else self.layouts[kind]
+                payloads = [torch.empty(shape, dtype=dtype) for shape, dtype in layout]
                 for payload in payloads:
                     dist.irecv(payload, src, group=self.comm, tag=_DATA).wait()
                 text = bytes(head[_FIELDS * 8: _FIELDS * 8 + fields[5]].tolist()).decode(
@@ -309,6 +327,8 @@ class Distributed:
             raise DistributedError(f"pint.distributed: rank {item.peer} stopped: {item.text}")
         if kind == _DONE:
             self.finals[item.peer] = item.payloads
+        elif kind == _ROWS:
+            self.parts.setdefault(k, {})[item.peer] = (item.payloads, clock)
         elif kind == _RESIDUAL:
             self._release(item.peer, k)
             if not solver.it.done:
@@ -408,6 +428,17 @@ class Distributed:
             return self.inbox.get(timeout=self.timeout)
         except queue.Empty:
             pass
+        self._timed_out(self._waits(solver))
+
+    def _timed_out(self, waits: list[str]) -> Never:
+        raise DistributedError(
+            f"pint.distributed: rank {self.rank} waited {self.timeout:g} s for "
+            f"{' or '.join(waits) or 'work'} without an answer: a rank died, hangs or is "
+            f"slower than the timeout (raise `timeout`)"
+        )
+
+    def _waits(self, solver: Any) -> list[str]:
+        """What a Parareal rank waits for."""
         waits = []
         if self.rank > 0 and not solver.it.done:
             waits.append(f"boundary {self.ranges[self.rank][0]} from rank {self.rank - 1}")
@@ -419,11 +450,85 @@ class Distributed:
         if solver.it.done:
             missing = sorted(set(range(self.world)) - set(self.finals) - {self.rank})
             waits.append(f"the results of rank(s) {missing}")
-        raise DistributedError(
-            f"pint.distributed: rank {self.rank} waited {self.timeout:g} s for "
-            f"{' or '.join(waits) or 'work'} without an answer: a rank died, hangs or is "
-            f"slower than the timeout (raise `timeout`)"
-        )
+        return waits
+
+    # -- rows: each rank computes a share of an evaluation's rows; all gather them ----------
+    def open(self, row: tuple[int, ...], dtype: torch.dtype, labels: tuple[str, ...]) -> None:
+        """A row-sharing solve starts: rows of shape ``row``; start the listening threads."""
+        if self.listeners:
+            raise RuntimeError("a Distributed transport serves one solve: make a new one")
+        self.shape, self.dtype, self.labels = row, dtype, tuple(sorted(labels))
+        self.layouts = {_DONE: [((len(self.labels),), torch.int64)], _ABORT: []}
+        self._start_listeners()
+
+    def leads(self) -> bool:
+        """Rank 0 runs the work only one rank does."""
+        return self.rank == 0
+
+    def share(self, rows: int) -> tuple[int, int]:
+        """Rank ``r``'s rows: contiguous, near-equal in number (none when there are fewer
+        rows than ranks)."""
+        return round(self.rank * rows / self.world), round((self.rank + 1) * rows / self.world)
+
+    def gather(self, part: Tensor, rounds: int) -> tuple[Tensor, int]:
+        """Send ``part`` to every rank and wait for theirs (up to the timeout; a rank that
+        stops tells this one, which raises :class:`RankFailed`)."""
+        k = self.gathers
+        self.gathers += 1
+        payload = part.detach().to(self.device, copy=True).contiguous()
+        head = _header(_ROWS, k, clock=rounds, rows=len(payload))
+        sent = self.posted.setdefault(k, [])
+        for peer in range(self.world):
+            if peer != self.rank:
+                into: list[Any] = []
+                self._post(peer, head, (payload,) if len(payload) else (), into=into)
+                sent += [(work, tensor) for _, work, tensor in into]
+        parts = self.parts.setdefault(k, {})
+        while len(parts) < self.world - 1:
+            try:
+                item = self.inbox.get(timeout=self.timeout)
+            except queue.Empty:
+                missing = sorted(set(range(self.world)) - set(parts) - {self.rank})
+                self._timed_out([f"the rows of exchange {k} from rank(s) {missing}"])
+            self._handle(None, item)
+        del self.parts[k]
+        for j in [j for j in self.posted if j < k]:  # every rank has received those
+            for work, _ in self.posted.pop(j):
+                self._comm(work.wait, what="rows", group=False)
+        pieces, deepest = [], rounds
+        for r in range(self.world):
+            if r == self.rank:
+                pieces.append(payload)
+            else:
+                received, clock = parts[r]
+                pieces += received
+                deepest = max(deepest, clock)
+        whole = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        return whole.to(part.device), deepest
+
+    def total(self, evaluations: dict[str, int]) -> dict[str, int]:
+        """Exchange the evaluation counts with every rank (the last message of each) and sum
+        them; wait for the messages in flight."""
+        counts = torch.tensor([evaluations.get(label, 0) for label in self.labels],
+                              dtype=torch.int64)
+        self.finals[self.rank] = [counts]
+        head = _header(_DONE)
+        for peer in range(self.world):
+            if peer != self.rank:
+                self._post(peer, head, (counts,))
+                self.told.add(peer)
+        while len(self.finals) < self.world:
+            try:
+                item = self.inbox.get(timeout=self.timeout)
+            except queue.Empty:
+                missing = sorted(set(range(self.world)) - set(self.finals))
+                self._timed_out([f"the results of rank(s) {missing}"])
+            self._handle(None, item)
+        self.sends += [sent for posted in self.posted.values() for sent in posted]
+        self.posted.clear()
+        self._settle()
+        table = torch.stack([self.finals[r][0] for r in range(self.world)])
+        return {label: int(table[:, i].sum()) for i, label in enumerate(self.labels)}
 
     # -- the end: exchange the results, or stop everyone -----------------------------------
     def finish(self, solver: Any, result: Tensor, evaluations: dict[str, int],

@@ -50,7 +50,31 @@ def data_rms(trajectory: Trajectory) -> Callable[[Tensor, Tensor], Tensor]:
     return norm
 
 
-class Picard(Sampler):
+class _OverGroup(Sampler):
+    """A Picard-family sampler whose rows may be shared out over a process group."""
+
+    group: Any = None
+
+    def transport(self) -> Any:
+        """``None`` in one process, else the :class:`pint.distributed.Distributed` transport of
+        ``group`` (``"default"``: the default group)."""
+        if self.group is None:
+            return None
+        from pint.distributed import Distributed
+
+        return Distributed(None if isinstance(self.group, str) and self.group == "default"
+                           else self.group)
+
+    def solve(self, trajectory: Trajectory, *args: Any, drop_failed: bool = False,
+              **kwargs: Any) -> tuple[Tensor, SamplerInfo]:
+        """:meth:`Sampler.solve`; ``drop_failed`` is refused with ``group`` (ValueError)."""
+        if drop_failed is True and self.group is not None:
+            raise ValueError("drop_failed is not supported with group= (over processes, a rank "
+                             "cannot sample again without the others)")
+        return super().solve(trajectory, *args, drop_failed=drop_failed, **kwargs)
+
+
+class Picard(_OverGroup):
     """Sliding-window Picard iterations with ParaDiGMS's acceptance.
 
     Args:
@@ -59,13 +83,19 @@ class Picard(Sampler):
             most ``tol`` in the model's data scale (the change divided by ``sqrt(1 + sigma^2)``,
             i.e. in variance-preserving units), for every sample.
         max_iters: the most iterations (default ``N``: then the result is exact).
+        group: a ``torch.distributed`` process group (or ``"default"``) over whose ranks each
+            iteration's rows are shared out (:func:`pint.distributed.picard`): every rank
+            samples with the same arguments (and its own copy of the model) and gets the same
+            samples, iterations and depth as one process, bit for bit when the model computes
+            each row independently of its batch. No ``drop_failed``.
     """
 
     name = "Picard"
 
     def __init__(self, window: int | None = None, tol: float = DEFAULT_TOL,
-                 max_iters: int | None = None) -> None:
+                 max_iters: int | None = None, group: Any = None) -> None:
         self.window, self.tol, self.max_iters = _window(window), check_tol(tol), max_iters
+        self.group = group
 
     def __repr__(self) -> str:
         return f"Picard(window={self.window}, tol={self.tol:g})"
@@ -77,12 +107,12 @@ class Picard(Sampler):
             trajectory.field, trajectory.y0, trajectory.grid, step=trajectory.fine,
             window=self.window, tol=self.tol, max_iters=self.max_iters,
             acceptance=pint.Freeze(data_rms(trajectory)), vectorized=True, independent=True,
-            callback=progress, max_batch=max_batch,
+            callback=progress, max_batch=max_batch, transport=self.transport(),
         )
         return solution, None
 
 
-class QuasiNewton(Sampler):
+class QuasiNewton(_OverGroup):
     """Quasi-Newton (secant-preconditioned) Picard: the fastest exact parallel sampler here.
 
     Args:
@@ -109,6 +139,7 @@ class QuasiNewton(Sampler):
             trajectory's); ``trajectory.secant`` itself is the scalar one.
         initial: the initial guess; default :class:`pint.Extrapolate` (DDIM's prediction of
             every point from the first model output).
+        group: as in :class:`Picard`.
     """
 
     name = "quasi-Newton"
@@ -116,8 +147,9 @@ class QuasiNewton(Sampler):
     def __init__(self, window: int | None = None, tol: float = DEFAULT_TOL,
                  stop: pint.StopRule | None = None, max_iters: int | None = None,
                  jacobian: pint.algorithms.picard.JacobianModel | None = None,
-                 initial: pint.algorithms.picard.InitialGuess | None = None) -> None:
-        self.window, self.tol = _window(window), check_tol(tol)
+                 initial: pint.algorithms.picard.InitialGuess | None = None,
+                 group: Any = None) -> None:
+        self.window, self.tol, self.group = _window(window), check_tol(tol), group
         self.stop = pint.Extrapolated(safety=2.0) if stop is None else stop
         self.max_iters, self.jacobian, self.initial = max_iters, jacobian, initial
 
@@ -140,6 +172,7 @@ class QuasiNewton(Sampler):
             stop=self.stop, jacobian=jacobian, acceptance=acceptance,
             initial=pint.Extrapolate() if self.initial is None else self.initial,
             vectorized=True, independent=True, callback=progress, max_batch=max_batch,
+            transport=self.transport(),
         )
         return solution, None
 
@@ -160,13 +193,14 @@ def sample_picard(
     store_iterates: bool = False,
     max_batch: int | None = None,
     drop_failed: bool = False,
+    group: Any = None,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
     """Sample with sliding-window Picard iterations (ParaDiGMS), k-diffusion's signature.
 
-    ``Picard(window, tol, max_iters).sample(model, x, sigmas, ...)``: see :class:`Picard` and
-    :meth:`Sampler.sample`.
+    ``Picard(window, tol, max_iters, group).sample(model, x, sigmas, ...)``: see
+    :class:`Picard` and :meth:`Sampler.sample`.
     """
-    return Picard(window, tol, max_iters).sample(
+    return Picard(window, tol, max_iters, group).sample(
         model, x, sigmas, extra_args, callback, disable, solver=solver, return_info=return_info,
         store_iterates=store_iterates, max_batch=max_batch,
         drop_failed=drop_failed)
@@ -189,10 +223,11 @@ def sample_quasi_newton(
     store_iterates: bool = False,
     max_batch: int | None = None,
     drop_failed: bool = False,
+    group: Any = None,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
     """Sample with quasi-Newton Picard, k-diffusion's signature.
 
-    ``QuasiNewton(window, tol, stop, max_iters).sample(model, x, sigmas, ...)``: see
+    ``QuasiNewton(window, tol, stop, max_iters, group=group).sample(model, x, sigmas, ...)``: see
     :class:`QuasiNewton` and :meth:`Sampler.sample`.
 
     Example:
@@ -207,7 +242,7 @@ def sample_quasi_newton(
         >>> info.sequential_nfe < 20
         True
     """
-    return QuasiNewton(window, tol, stop, max_iters).sample(
+    return QuasiNewton(window, tol, stop, max_iters, group=group).sample(
         model, x, sigmas, extra_args, callback, disable, solver=solver, return_info=return_info,
         store_iterates=store_iterates, max_batch=max_batch,
         drop_failed=drop_failed)

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import lotka
+from helpers import lotka, spawn, values
 
 import pint
 import pint.distributed
@@ -28,55 +28,6 @@ from pint import problems
 
 F64 = torch.float64
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
-
-
-# -- the harness ---------------------------------------------------------------------------
-def _entry(worker, rank, world, store, out, backend, args):
-    torch.set_num_threads(1)
-    dist.init_process_group(backend, init_method=f"file://{store}", rank=rank,
-                            world_size=world, timeout=timedelta(seconds=60))
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-    start = time.monotonic()
-    try:
-        result = {"value": worker(rank, world, *args)}
-    except Exception as error:  # reported to the test
-        result = {"error": type(error).__name__, "message": str(error)}
-    result["elapsed"] = time.monotonic() - start
-    result["ended_at"] = time.time()
-    torch.save(result, out / f"{rank}.pt")
-    os._exit(0)  # exit at once (a failed group may block a clean shutdown)
-
-
-def spawn(worker, world, tmp_path, *args, backend="gloo", wait=60.0, may_hang=()):
-    """Run ``worker(rank, world, *args)`` on ``world`` processes; their results by rank.
-    The ranks in ``may_hang`` are killed as soon as all the others have finished."""
-    out = tmp_path / f"out{time.monotonic_ns()}"
-    out.mkdir()
-    context = mp.get_context("spawn")
-    procs = [context.Process(target=_entry, args=(worker, rank, world, out / "store", out,
-                                                  backend, args)) for rank in range(world)]
-    for proc in procs:
-        proc.start()
-    deadline = time.monotonic() + wait
-    for rank, proc in enumerate(procs):
-        if rank not in may_hang:
-            proc.join(max(deadline - time.monotonic(), 0.1))
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    results = {}
-    for rank in range(world):
-        path = out / f"{rank}.pt"
-        results[rank] = torch.load(path, weights_only=False) if path.exists() else None
-    return results
-
-
-def values(results):
-    for rank, result in results.items():
-        assert result is not None and "error" not in result, f"rank {rank}: {result}"
-    return [result["value"] for result in results.values()]
 
 
 # -- the workers (module level, so that spawned processes can import them) ------------------
@@ -476,3 +427,133 @@ def test_srds_pipeline_over_two_ranks_equals_one_process(tmp_path):
     for spread, alone, its_spread, its_alone in values(spawn(pipeline_worker, 2, tmp_path)):
         assert (spread - alone).abs().max() <= 1e-5 * alone.abs().max()
         assert its_spread == its_alone == 4
+
+
+# -- Picard and quasi-Newton: each iteration's rows shared out over the ranks ---------------
+PICARD_JACOBIANS = {"identity": pint.Identity, "secant": pint.Secant,
+                    "diagonal": pint.DiagonalSecant, "anderson": pint.Anderson}
+
+
+def lotka_short(slices):  # short enough for plain Picard to converge (t1 = 4 blows up)
+    p = problems.lotka_volterra(t1=1.0)
+    return p, p.y0.to(F64), p.times(slices + 1, dtype=F64)
+
+
+def picard_cases(rank, world):
+    """Every Jacobian model (full and sliding window), and independent problems with the
+    initial guess and Freeze, over the group and in this process alone: the solutions."""
+    p, y0, t = lotka_short(24)
+    out = {}
+    for name, jacobian in PICARD_JACOBIANS.items():
+        for window in (None, 5):
+            options = dict(step=pint.RK4(2), jacobian=jacobian(), window=window, tol=1e-9,
+                           vectorized=True)
+            out[name, window] = (pint.distributed.picard(p.f, y0, t, timeout=30, **options),
+                                 pint.picard(p.f, y0, t, **options))
+    ys0 = torch.stack([y0, 1.2 * y0, 0.8 * y0])
+    options = dict(step=pint.RK4(1), jacobian=pint.Secant(), initial=pint.Extrapolate(),
+                   acceptance=pint.Freeze(stop=True), window=6, tol=1e-8, independent=True,
+                   vectorized=True)
+    out["independent", 6] = (pint.distributed.picard(indexed_field, ys0, t, timeout=30,
+                                                     **options),
+                             pint.picard(indexed_field, ys0, t, **options))
+    return {key: (dist_sol.ys, dist_sol.iterations, dist_sol.stats.sequential_nfe,
+                  dist_sol.stats.nfe, dist_sol.residuals, ref.ys, ref.iterations,
+                  ref.stats.sequential_nfe, ref.stats.nfe, ref.residuals)
+            for key, (dist_sol, ref) in out.items()}
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_distributed_picard_equals_the_single_process_bit_for_bit(world, tmp_path):
+    """On every rank: the same states (bit for bit), iterations, depth, evaluations and
+    residuals as pint.picard in one process; a group of one rank is the single process."""
+    for result in values(spawn(picard_cases, world, tmp_path, wait=240)):
+        assert len(result) == 2 * len(PICARD_JACOBIANS) + 1
+        for key, (ys, k, depth, nfe, res, ref_ys, ref_k, ref_depth, ref_nfe, ref_res) in (
+                result.items()):
+            assert torch.equal(ys, ref_ys), key
+            assert (k, depth, nfe, res) == (ref_k, ref_depth, ref_nfe, ref_res), key
+            assert k >= 1, key
+
+
+def picard_refuse(rank, world, case):
+    p, y0, t = lotka_short(8)
+    options = dict(step=pint.RK4(1), jacobian=pint.Secant(), vectorized=True, timeout=20)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return p.f(t, y)
+
+    if rank == 1:
+        if case == "y0":
+            y0 = y0 + 1e-12
+        elif case == "t":
+            t = t * 2
+        elif case == "window":
+            options["window"] = 4
+        elif case == "jacobian":
+            options["jacobian"] = pint.Anderson()
+        elif case == "invalid":
+            options["window"] = 0
+    try:
+        pint.distributed.picard(f, y0, t, **options)
+    finally:
+        assert calls[0] == 0  # refused before any evaluation
+
+
+@pytest.mark.parametrize(("case", "match"), [
+    ("y0", "y0's values differ"),
+    ("t", "t differs"),
+    ("window", "options .* differ"),
+    ("jacobian", "options .* differ"),
+    ("invalid", "refused their inputs|window must be"),
+])
+def test_distributed_picard_refuses_differing_inputs_on_every_rank(case, match, tmp_path):
+    for result in spawn(picard_refuse, 2, tmp_path, case).values():
+        assert result is not None and result.get("error") == "ValueError", result
+        assert re.search(match, result["message"]), result["message"]
+
+
+def picard_fail(rank, world, how, marker):
+    """Rank 1's ``f`` raises, returns NaN or kills its process in the third iteration."""
+    p, y0, t = lotka_short(16)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        if rank == 1 and calls[0] == 10:
+            Path(marker).write_text(str(time.time()))
+            if how == "kill":
+                os._exit(3)
+            if how == "nan":
+                return torch.full_like(y, float("nan"))
+            raise ZeroDivisionError("boom in f on purpose")
+        time.sleep(0.002)
+        return p.f(t, y)
+
+    return pint.distributed.picard(f, y0, t, step=pint.RK4(1), jacobian=pint.Secant(),
+                                   tol=0.0, vectorized=True, timeout=60)
+
+
+@pytest.mark.parametrize(("how", "own", "others"), [
+    ("raise", "ZeroDivisionError", "RankFailed"),
+    ("nan", "NonFiniteError", "RankFailed"),
+    ("kill", None, "DistributedError"),
+])
+def test_distributed_picard_a_failing_or_dead_rank_stops_the_others(how, own, others,
+                                                                      tmp_path):
+    """The others raise within seconds (not the 60 s timeout), naming rank 1."""
+    marker = tmp_path / "failed_at"
+    results = spawn(picard_fail, 3, tmp_path, how, str(marker), wait=40)
+    failed_at = float(marker.read_text())
+    if own is None:
+        assert results[1] is None  # killed
+    else:
+        assert results[1] is not None and results[1]["error"] == own, results[1]
+    for rank in (0, 2):
+        result = results[rank]
+        assert result is not None, f"rank {rank} hung"
+        assert result["error"] == others, result
+        assert "rank 1" in result["message"], result["message"]
+        assert result["ended_at"] - failed_at < 5.0, result
