@@ -41,6 +41,7 @@ from .algorithms import (
     predicted_depth,
     serial,
 )
+from .cost import CostCurve, measure_cost
 from .engine import Location, NonFiniteError
 from .propagators import (
     RK4,
@@ -64,6 +65,7 @@ __all__ = [
     "BackwardEuler",
     "ButcherTableau",
     "Constant",
+    "CostCurve",
     "DiagonalSecant",
     "Euler",
     "ExactFront",
@@ -89,6 +91,7 @@ __all__ = [
     "Tolerance",
     "Torchdiffeq",
     "VCycle",
+    "measure_cost",
     "mgrit",
     "parareal",
     "picard",
