@@ -10,6 +10,7 @@ CPU model it is linear from one row. :func:`measure_cost` times the real call; a
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -51,7 +52,7 @@ class CostCurve:
     def __post_init__(self) -> None:
         rows, seconds = tuple(self.rows), tuple(self.seconds)
         if (not rows or any(isinstance(r, bool) or not isinstance(r, int) for r in rows)
-                or rows[0] != 1 or any(b <= a for a, b in zip(rows, rows[1:], strict=False))):
+                or rows[0] != 1 or any(b <= a for a, b in itertools.pairwise(rows))):
             raise ValueError(f"cost curve rows must be strictly increasing integers starting at "
                              f"1 row, got {rows!r}")
         if len(seconds) != len(rows) or not all(

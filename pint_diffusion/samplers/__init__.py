@@ -22,9 +22,9 @@ from .trajectory import Trajectory, probability_flow
 
 __all__ = [
     "DEFAULT_TOL",
+    "SRDS",
     "AutoWindow",
     "DepthModel",
-    "SRDS",
     "Picard",
     "Plan",
     "Progress",
