@@ -17,6 +17,7 @@ network rows with batched guidance). ``max_batch`` splits a call into several.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -142,17 +143,11 @@ class AutoWindow:
                max_batch: int | None) -> Plan:
         """The fastest candidate (among those within 5% of it, the fewest sequential calls), or
         ``size=None`` where none beats ``serial`` by ``margin``."""
+        priced = curve if max_batch is None else dataclasses.replace(
+            curve, max_rows=min(max_batch, curve.max_rows or max_batch))  # split calls
 
         def latency(pieces: Pieces) -> float:
-            total = 0.0
-            for calls, rows in pieces:
-                if max_batch is None or rows <= max_batch:
-                    total += calls * (curve(rows) + self.overhead)
-                else:
-                    full, rest = divmod(rows, max_batch)
-                    total += calls * (full * curve(max_batch) + (curve(rest) if rest else 0.0)
-                                      + self.overhead)
-            return total
+            return sum(calls * (priced(rows) + self.overhead) for calls, rows in pieces)
 
         latencies = {size: latency(pieces) for size, pieces in candidates.items()}
         fastest = min(latencies.values())
