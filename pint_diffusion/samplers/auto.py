@@ -21,6 +21,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -47,6 +48,8 @@ class DepthModel:
     advance: float
     lag: float
     full: float
+    QUASI_NEWTON: ClassVar[DepthModel]
+    PICARD: ClassVar[DepthModel]
 
     def __call__(self, window: int, n: int) -> float:
         """The predicted depth of window ``window`` on ``n`` steps."""
@@ -55,8 +58,8 @@ class DepthModel:
         return min(max(self.full, self.lag + n / (self.advance * window)), n + 1.0)
 
 
-DepthModel.QUASI_NEWTON = DepthModel(advance=0.735, lag=9.0, full=9.0)  # type: ignore[attr-defined]
-DepthModel.PICARD = DepthModel(advance=0.52, lag=12.0, full=23.0)  # type: ignore[attr-defined]
+DepthModel.QUASI_NEWTON = DepthModel(advance=0.735, lag=9.0, full=9.0)
+DepthModel.PICARD = DepthModel(advance=0.52, lag=12.0, full=23.0)
 
 SRDS_ITERATIONS = 4.0
 """SRDS's prior iterations after the coarse pass: ``blocks + 4 (N / blocks - 1)`` sequential

@@ -84,7 +84,7 @@ class Picard(Windowed):
     """
 
     name = "Picard"
-    depth = DepthModel.PICARD  # type: ignore[attr-defined]
+    depth = DepthModel.PICARD
 
     def __init__(self, window: Window = "auto", tol: float = DEFAULT_TOL,
                  max_iters: int | None = None) -> None:
@@ -138,7 +138,7 @@ class QuasiNewton(Windowed):
     """
 
     name = "quasi-Newton"
-    depth = DepthModel.QUASI_NEWTON  # type: ignore[attr-defined]
+    depth = DepthModel.QUASI_NEWTON
 
     def __init__(self, window: Window = "auto", tol: float = DEFAULT_TOL,
                  stop: pint.StopRule | None = None, max_iters: int | None = None,
