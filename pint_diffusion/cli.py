@@ -228,8 +228,7 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"\nFD of real held-out digits against real training digits at the same sample "
           f"count: {reference:.2f} (the metric's own noise floor)")
     print(f"\n{summary(result)}")
-    print(f"\nfigures in {args.out}/: samples_*.png, refinement_*.png, residuals_*.png"
-          + (", latency_vs_batch.png" if result.points else ""))
+    print(f"\nfigures in {args.out}/: " + ", ".join(path.name for path in result.figures))
 
 
 def _sweep_entry(text: str) -> tuple[int, list[int]]:
