@@ -289,7 +289,7 @@ def _describe(name: str | None, info: Any) -> str:
             f"nfe {info.sequential_nfe}, {info.wall_time:.2f} s")
     plan = info.plan
     if plan is not None:
-        text += (" (auto: " + ("no window predicted to beat serial, ran serially"
+        text += (" (auto: " + ("ran serially"
                                if plan.size is None else
                                f"{'blocks' if info.sampler.startswith('SRDS') else 'window'} "
                                f"{plan.size}, predicted {plan.predicted_speedup:.2f}x serial")

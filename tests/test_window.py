@@ -74,7 +74,7 @@ def test_bad_curve_type_and_options():
 
 
 # -- the probe ------------------------------------------------------------------------------
-def sleeper(knee_rows, seconds=2e-3, calls=None):
+def sleeper(knee_rows, seconds=2e-2, calls=None):
     """A batched function whose call sleeps ``seconds`` up to ``knee_rows`` rows, then
     proportionally more."""
 
@@ -94,7 +94,6 @@ def test_probe_doubles_until_a_few_times_one_row_and_caches():
     # 4 times one row's time at 16 rows (32 if sleeping overshoots by more than a few percent)
     assert curve.rows in ((1, 2, 4, 8, 16), (1, 2, 4, 8, 16, 32))
     assert curve.seconds[-1] >= 4 * curve.seconds[0] > curve.seconds[-2]
-    assert curve.knee >= 4
     seen = len(calls)
     assert pint.measure_cost(f, torch.tensor(0.0), torch.zeros(2, 3)) is curve
     assert len(calls) == seen  # cached: not called again
@@ -149,7 +148,8 @@ def test_linear_from_one_row_runs_the_serial_sampler():
                     SRDS(blocks=AutoWindow(LINEAR))):
         out, info = sample(sampler, n=30)
         serial, _ = sample(Serial(), n=30)
-        assert info.plan.size is None and info.sampler == "Serial()"
+        assert info.plan.size is None
+        assert info.sampler.startswith(f"Serial() (chosen by {type(sampler).__name__}(")
         assert info.plan.predicted_speedup == 1.0
         assert info.sequential_nfe == 30
         torch.testing.assert_close(out, serial, rtol=0, atol=0)

@@ -57,7 +57,8 @@ class SamplerInfo:
         failed: with ``drop_failed=True``: the samples whose model output became non-finite
             (returned as NaN, their ``sample_iterations`` -1); otherwise empty.
         sampler: the sampler that ran, as its ``repr`` (e.g. ``"QuasiNewton(window=8, ...)"``;
-            ``"Serial()"`` where ``window="auto"`` predicted no window to beat it).
+            ``"Serial() (chosen by QuasiNewton(...): ...)"`` where ``window="auto"`` predicted
+            no window to beat it).
         plan: with ``window="auto"`` (SRDS: ``blocks="auto"``): what :class:`AutoWindow`
             chose (``plan.size``: the window or block count, ``None`` for serial), its
             ``predicted_speedup`` and the ``curve``; otherwise ``None``.
@@ -260,8 +261,10 @@ class Sampler:
         solved = part.output(solution.ys[-1])
         samples = solved.new_full((batch, *solved.shape[1:]), math.nan)
         samples[keep.to(samples.device)] = solved
+        name = repr(sampler) if plan is None or plan.size is not None else (
+            f"{sampler!r} (chosen by {self!r}: no window predicted to beat it)")
         return samples, SamplerInfo.of(solution, keep, batch, blocks, progress.iterates,
-                                       sorted(failed), repr(sampler), plan)
+                                       sorted(failed), name, plan)
 
     def located(self, error: pint.NonFiniteError, trajectory: Trajectory) -> str:
         """The failure in the sampler's words."""
