@@ -11,15 +11,20 @@ after it, and the output lists what was skipped. It measures:
   UNet rows per sample); and the bundled digits model (float32, CFG 2.0).
 - **cost curve**: the median time of one UNet call against its rows, 1, 2, 4, ... until a
   call takes 4x the one-row time, memory runs out, or a cap.
-- **wall clock**: serial DDIM, SRDS (pipelined, default blocks), Picard (window = SRDS's block
-  count) and ``pint_diffusion.sample_quasi_newton`` when it exists, at N = 25, 50, 100 (and
-  1000 for the digits model), batch 1 and 4 (bfloat16: N = 50 only). The digits model runs
+- **wall clock**: serial DDIM, SRDS (pipelined, ``round(2 sqrt N)`` blocks), Picard (window =
+  SRDS's block count) and quasi-Newton (full window), and each parallel sampler at its
+  automatic default ("SRDS auto", "Picard auto", "quasi-Newton auto": ``window="auto"`` /
+  ``blocks="auto"``, chosen from the model's measured cost curve; the serial sampler where
+  nothing is predicted to beat it), at N = 25, 50, 100 (and 1000 for the digits model), batch
+  1 and 4 (bfloat16: N = 50 only). The digits model runs
   to the default tolerance. The random-weight SD UNet's iterates converge to nothing
   meaningful, so there every parallel sampler runs a FIXED number of iterations: the count
   the digits model needed at the default tolerance in the committed CPU results
   (``results/diffusion_digits.json``; the nearest larger N where N itself is missing), or
-  in this run's digits measurement where no committed count exists. Each count and its
-  source are written out. A sampler without ``max_iters`` is stopped from its callback.
+  in this run's digits measurement where no committed count exists; an automatic default runs
+  the depth its prior predicts at the window it chose (:class:`pint_diffusion.DepthModel`,
+  fitted to the digits model). Each count and its source are written out. A sampler without
+  ``max_iters`` is stopped from its callback.
 - **time outside model calls**: one more run per configuration (before the timed ones, so it
   also warms up), every denoiser call timed between two device synchronisations; outside =
   total - model time (Python scheduling, host syncs, tensor bookkeeping).
@@ -72,7 +77,17 @@ from common import (
 )
 
 import pint_diffusion
-from pint_diffusion import DEFAULT_TOL, sample_picard, sample_serial, sample_srds
+from pint_diffusion import (
+    DEFAULT_TOL,
+    SRDS,
+    Picard,
+    QuasiNewton,
+    probability_flow,
+    sample_picard,
+    sample_serial,
+    sample_srds,
+)
+from pint_diffusion.samplers.auto import SRDS_ITERATIONS
 
 #: Stable Diffusion 1.5's UNet (``runwayml/stable-diffusion-v1-5``, ``unet/config.json``).
 SD15_UNET: dict[str, Any] = dict(
@@ -399,13 +414,42 @@ def knee(curve: list[dict[str, Any]], factor: float = 2.0) -> int | None:
 
 
 # ----------------------------------------------------------------------------- samplers
+AUTO = " auto"
+"""The suffix of an automatic default's method name."""
+
+
+def auto_sampler(kind: type) -> Callable[..., Any]:
+    """``kind`` at its defaults (``"auto"``) with k-diffusion's signature. With ``prior=True``
+    (the SD UNet, whose random weights converge to nothing) it runs, with ``tol = 0``, the
+    iterations the depth prior predicts at the window it chose."""
+
+    def sample(model: Any, x: torch.Tensor, sigmas: torch.Tensor,
+               extra_args: dict[str, Any] | None = None, *, prior: bool = False,
+               tol: float = DEFAULT_TOL, max_batch: Any = "auto", **kwargs: Any) -> Any:
+        if not prior:
+            return kind(tol=tol).sample(model, x, sigmas, extra_args, max_batch=max_batch,
+                                        return_info=True, **kwargs)
+        trajectory = probability_flow(model, x, sigmas, extra_args)
+        chosen, plan = kind().planned(trajectory, None if max_batch == "auto" else max_batch)
+        steps = len(sigmas) - 1
+        if plan is not None and plan.size is not None:
+            chosen.tol = 0.0
+            chosen.max_iters = (min(math.ceil(SRDS_ITERATIONS), plan.size) if kind is SRDS
+                                else math.ceil(kind.depth(plan.size, steps)))
+        out, info = chosen.solve(trajectory, disable=True, max_batch=max_batch)
+        return out, replace(info, plan=plan)
+
+    return sample
+
+
 def samplers() -> dict[str, Callable[..., Any]]:
-    """serial, SRDS, Picard, and the quasi-Newton sampler where pint_diffusion has it."""
-    out = {"serial": sample_serial, "SRDS": sample_srds, "Picard": sample_picard}
-    quasi_newton = getattr(pint_diffusion, "sample_quasi_newton", None)
-    if quasi_newton is not None:
-        out["quasi-Newton"] = quasi_newton
-    return out
+    """serial, SRDS, Picard and quasi-Newton with fixed sizes, then each at its automatic
+    default."""
+    return {"serial": sample_serial, "SRDS": sample_srds, "Picard": sample_picard,
+            "quasi-Newton": pint_diffusion.sample_quasi_newton,
+            **{name + AUTO: auto_sampler(kind)
+               for name, kind in (("SRDS", SRDS), ("Picard", Picard),
+                                  ("quasi-Newton", QuasiNewton))}}
 
 
 def accepts(sampler: Callable[..., Any], name: str) -> bool:
@@ -431,16 +475,24 @@ def sampler_kwargs(method: str, sampler: Callable[..., Any], steps: int, fixed: 
                    max_batch: int | None) -> dict[str, Any]:
     """Keyword arguments of one run (a fresh stopping callback each time)."""
     kwargs: dict[str, Any] = dict(disable=True, return_info=True)
+    if method.endswith(AUTO):
+        kwargs = dict(disable=True, prior=fixed is not None)
+        if max_batch is not None:
+            kwargs["max_batch"] = max_batch
+        return kwargs
     if method == "Picard":
         kwargs["window"] = default_blocks(steps)
+    if method == "SRDS":
+        kwargs["blocks"] = None  # round(2 sqrt N)
+    if method == "quasi-Newton":
+        kwargs["window"] = None  # the full window
     if fixed is not None and method != "serial":
         kwargs["tol"] = 0.0
         if accepts(sampler, "max_iters"):
             kwargs["max_iters"] = fixed
         else:
             kwargs["callback"] = stopper(fixed)
-    if max_batch is not None:
-        kwargs["max_batch"] = max_batch
+    kwargs["max_batch"] = max_batch  # None: no cap (the samplers' default is "auto")
     return kwargs
 
 
@@ -489,7 +541,7 @@ class Case:
     steps: int
     batch: int
     method: str
-    fixed: int | None = None  # iterations, for the SD UNet
+    fixed: int | None = None  # iterations, for the SD UNet (0: an automatic default's prior)
     source: str = ""
     max_batch: int | None = None
 
@@ -522,7 +574,9 @@ def measure(model: Model, case: Case, s: Settings, reference: torch.Tensor | Non
     row: dict[str, Any] = dict(model=model.label, steps=case.steps, batch=case.batch,
                                method=case.method, max_batch=case.max_batch)
     if case.method != "serial":
-        row["stop"] = (f"fixed: {case.fixed} iterations" if case.fixed is not None
+        row["stop"] = ("fixed: the depth prior at the chosen window"
+                       if case.method.endswith(AUTO) and case.fixed is not None else
+                       f"fixed: {case.fixed} iterations" if case.fixed is not None
                        else f"tol {DEFAULT_TOL:g}")
     first = time.perf_counter()
     if warmup:  # e.g. torch.compile: the first run compiles
@@ -541,6 +595,11 @@ def measure(model: Model, case: Case, s: Settings, reference: torch.Tensor | Non
         if syncs.device.type == "cuda":
             run_once(model, model.denoiser, case, x, sigmas, extra, sync)
     info = result[1] if result is not None else None
+    plan = getattr(info, "plan", None)
+    if plan is not None:
+        row.update(chosen="serial" if plan.size is None else plan.size,
+                   predicted_vs_serial=plan.predicted_speedup,
+                   knee_rows=plan.curve.knee)
     row.update(iterations=info.iterations if info is not None else case.fixed,
                depth=info.sequential_nfe if info is not None else timed.calls,
                rows=timed.rows, calls=timed.calls, max_rows_per_call=max(timed.rows_per_call),
@@ -586,6 +645,15 @@ def cases(model: Model, steps: int, batch: int, measured: dict[tuple[str, int], 
     for method in list(samplers())[1:]:
         if not model.fixed:
             out.append(Case(steps, batch, method))
+            continue
+        if method.endswith(AUTO):  # the prior's depth at the window it chooses
+            source = ("the depth prior (pint_diffusion.DepthModel, fitted to the digits "
+                      "model) at the window it chooses")
+            if not any(r["model"] == model.label and r["steps"] == steps
+                       and r["method"] == method for r in sources):
+                sources.append(dict(model=model.label, steps=steps, method=method,
+                                    iterations=None, source=source))
+            out.append(Case(steps, batch, method, fixed=0, source=source))
             continue
         found = fixed_iterations(method, steps, measured)
         if found is None:
@@ -682,7 +750,11 @@ def to_markdown(payload: dict[str, Any]) -> str:
                     for m in payload["models"]) + ". "
         "DDIM (eta 0); CFG evaluates two UNet rows per sample in one call (7.5 for the SD UNet, "
         "2.0 for the digits model). SRDS: pipelined, round(2 sqrt N) blocks; Picard: a window "
-        "of that many steps. `depth` is sequential denoiser calls, `rows` the denoiser rows "
+        "of that many steps; quasi-Newton: the full window. `... auto`: the sampler's default "
+        "(`window=\"auto\"`, SRDS `blocks=\"auto\"`), whose choice is `auto chose` (a window, "
+        "a block count, or serial) with its `predicted vs serial` speedup from the measured "
+        "cost curve; its wall clock includes the cost probe where the model was not probed "
+        "before. `depth` is sequential denoiser calls, `rows` the denoiser rows "
         "evaluated (UNet rows are twice that).",
         "",
         "## Cost of one UNet call against its rows",
@@ -695,8 +767,7 @@ def to_markdown(payload: dict[str, Any]) -> str:
             ("ms per row", "ms_per_row", ".3f"), ("vs one row", "vs_one_row", ".2f"),
             ("peak MiB", "peak_mib", ".0f"), ("status", "status", "s")]),
         "",
-        "## Wall clock: serial vs SRDS vs Picard" + (
-            " vs quasi-Newton" if "quasi-Newton" in samplers() else ""),
+        "## Wall clock: serial vs SRDS vs Picard vs quasi-Newton, fixed and automatic",
         "",
         "The digits model runs to the default tolerance. The random-weight SD UNet does not "
         "converge meaningfully, so its parallel samplers run the FIXED iteration counts below "
@@ -710,8 +781,10 @@ def to_markdown(payload: dict[str, Any]) -> str:
         markdown_table(t["wall_clock"], [
             ("model", "model", "s"), ("N", "steps", "d"), ("batch", "batch", "d"),
             ("method", "method", "s"), ("max_batch", "max_batch", ""), ("stop", "stop", "s"),
-            ("iterations", "iterations", ""), ("depth", "depth", ""), ("rows", "rows", ""),
-            ("wall (s)", "wall_s", ".3f"), ("vs serial", "vs_serial", ".2f"),
+            ("auto chose", "chosen", ""), ("iterations", "iterations", ""),
+            ("depth", "depth", ""), ("rows", "rows", ""),
+            ("wall (s)", "wall_s", ".3f"), ("predicted vs serial", "predicted_vs_serial", ".2f"),
+            ("vs serial", "vs_serial", ".2f"),
             ("peak MiB", "peak_mib", ".0f"), ("RMS vs serial", "rms_vs_serial", ".1e"),
             ("status", "status", "s")]),
         "",

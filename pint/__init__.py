@@ -41,6 +41,7 @@ from .algorithms import (
     predicted_depth,
     serial,
 )
+from .cost import CostCurve, measure_cost
 from .engine import Location, NonFiniteError
 from .propagators import (
     RK4,
@@ -71,6 +72,7 @@ __all__ = [
     "Banded",
     "ButcherTableau",
     "Constant",
+    "CostCurve",
     "DiagonalSecant",
     "Euler",
     "ExactFront",
@@ -99,6 +101,7 @@ __all__ = [
     "Tolerance",
     "Torchdiffeq",
     "VCycle",
+    "measure_cost",
     "mgrit",
     "parareal",
     "picard",

@@ -22,7 +22,10 @@ from typing import Any
 from .samplers import (
     DEFAULT_TOL,
     SRDS,
+    AutoWindow,
+    DepthModel,
     Picard,
+    Plan,
     QuasiNewton,
     Sampler,
     SamplerInfo,
@@ -40,6 +43,8 @@ from .steppers import Euler, EulerSolver, Heun, HeunSolver, OnSchedule, Solver
 __all__ = [
     "DEFAULT_TOL",
     "SRDS",
+    "AutoWindow",
+    "DepthModel",
     "DiffusersDenoiser",
     "Euler",
     "EulerSolver",
@@ -48,6 +53,7 @@ __all__ = [
     "OnSchedule",
     "ParallelStableDiffusionPipeline",
     "Picard",
+    "Plan",
     "QuasiNewton",
     "Sampler",
     "SamplerInfo",

@@ -108,6 +108,7 @@ def non_negative_float(text: str) -> float:
 def _check_demo(args: argparse.Namespace) -> list[str]:
     from .files import check_output_folder
 
+    _demo_defaults(args)
     limit = _train_timesteps_bundled()
     errors = [f"argument --steps: {n} exceeds the model's {limit} training timesteps"
                for n in args.steps if n > limit]
@@ -205,6 +206,16 @@ def _check_sample(args: argparse.Namespace) -> list[str]:
 # the commands
 
 
+def _demo_defaults(args: argparse.Namespace) -> None:
+    """``--steps`` and ``--sweep`` not given: the default run's, or ``--full``'s."""
+    from .demo import DEFAULT_STEPS, DEFAULT_SWEEP, FULL_STEPS, FULL_SWEEP
+
+    if args.steps is None:
+        args.steps = list(FULL_STEPS if args.full else DEFAULT_STEPS)
+    if args.sweep is None:
+        args.sweep = [(n, list(b)) for n, b in (FULL_SWEEP if args.full else DEFAULT_SWEEP).items()]
+
+
 def _demo(args: argparse.Namespace) -> None:
     from .demo import format_tables, run_demo, summary
 
@@ -217,8 +228,7 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"\nFD of real held-out digits against real training digits at the same sample "
           f"count: {reference:.2f} (the metric's own noise floor)")
     print(f"\n{summary(result)}")
-    print(f"\nfigures in {args.out}/: samples_*.png, refinement_*.png, residuals_*.png"
-          + (", latency_vs_batch.png" if result.points else ""))
+    print(f"\nfigures in {args.out}/: " + ", ".join(path.name for path in result.figures))
 
 
 def _sweep_entry(text: str) -> tuple[int, list[int]]:
@@ -237,7 +247,7 @@ def _sweep_entry(text: str) -> tuple[int, list[int]]:
 class _PipelineDefault:
     """The pipelines' default sampler for the scheduler (:func:`pint_diffusion.pipelines.
     default_sampler`: quasi-Newton, or SRDS for schedulers with history) with the command's
-    ``--blocks`` and ``--tol``."""
+    ``--blocks`` (``None``: the samplers' ``"auto"``) and ``--tol``."""
 
     def __init__(self, blocks: int | None, tol: float) -> None:
         self.blocks, self.tol = blocks, tol
@@ -246,28 +256,45 @@ class _PipelineDefault:
         from . import SRDS, QuasiNewton
         from .pipelines import default_sampler
 
-        sampler = (QuasiNewton(window=self.blocks, tol=self.tol)
+        size = "auto" if self.blocks is None else self.blocks
+        sampler = (QuasiNewton(window=size, tol=self.tol)
                    if isinstance(default_sampler(trajectory), QuasiNewton)
-                   else SRDS(blocks=self.blocks, tol=self.tol))
+                   else SRDS(blocks=size, tol=self.tol))
         return sampler.solve(trajectory, **kwargs)
 
 
 def _sampler(args: argparse.Namespace) -> Any:
     """The sampler object ``--sampler`` names, with its options (``--blocks`` is SRDS's block
-    count, or the window of Picard and quasi-Newton). Without ``--sampler``: quasi-Newton for
-    the bundled model, the pipeline's default for its scheduler for a folder (with the same
-    options)."""
+    count, or the window of Picard and quasi-Newton; not given: ``"auto"``, the samplers'
+    default). Without ``--sampler``: quasi-Newton for the bundled model, the pipeline's default
+    for its scheduler for a folder (with the same options)."""
     from . import SRDS, Picard, QuasiNewton, Serial
 
+    size = "auto" if args.blocks is None else args.blocks
     if args.sampler is None and args.model != "bundled":
         return _PipelineDefault(args.blocks, args.tol)
     if args.sampler == "serial":
         return Serial()
     if args.sampler == "picard":
-        return Picard(window=args.blocks, tol=args.tol)
+        return Picard(window=size, tol=args.tol)
     if args.sampler == "srds":
-        return SRDS(blocks=args.blocks, tol=args.tol)
-    return QuasiNewton(window=args.blocks, tol=args.tol)
+        return SRDS(blocks=size, tol=args.tol)
+    return QuasiNewton(window=size, tol=args.tol)
+
+
+def _describe(name: str | None, info: Any) -> str:
+    """The run in one line: the sampler (``name``, else the one that ran), its cost, and what
+    ``"auto"`` chose with its predicted and measured speedup."""
+    text = (f"{name or info.sampler}: {info.iterations} iterations, nfe {info.nfe}, sequential "
+            f"nfe {info.sequential_nfe}, {info.wall_time:.2f} s")
+    plan = info.plan
+    if plan is not None:
+        text += (" (auto: " + ("ran serially"
+                               if plan.size is None else
+                               f"{'blocks' if info.sampler.startswith('SRDS') else 'window'} "
+                               f"{plan.size}, predicted {plan.predicted_speedup:.2f}x serial")
+                 + (f", measured {info.speedup:.2f}x" if info.speedup else "") + ")")
+    return text
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -279,8 +306,8 @@ def _sample(args: argparse.Namespace) -> None:
 
 def _sample_bundled(args: argparse.Namespace) -> None:
     from .adapters import DiffusersDenoiser
-    from .demo import save_grid
     from .files import atomic_path
+    from .images import save_grid
     from .models import load_digits_model
 
     model = load_digits_model()
@@ -301,8 +328,7 @@ def _sample_bundled(args: argparse.Namespace) -> None:
     images = denoiser.from_ve(samples, sigmas[-1])
     with atomic_path(args.out) as tmp:  # the grid goes to a temporary file, then is renamed
         save_grid(images, tmp, columns=min(args.num, 8))
-    print(f"{args.sampler or info.sampler}: {info.iterations} iterations, nfe {info.nfe}, "
-          f"sequential nfe {info.sequential_nfe}, {info.wall_time:.2f} s -> {args.out}")
+    print(f"{_describe(args.sampler, info)} -> {args.out}")
 
 
 @contextlib.contextmanager
@@ -363,8 +389,7 @@ def _sample_pipeline(args: argparse.Namespace) -> None:
                    sampler=_sampler(args))
     info = out.info
     save_image(_image_grid(out.images, columns=min(args.num, 8)), args.out)
-    print(f"{args.sampler or info.sampler}: {info.iterations} iterations, nfe {info.nfe}, "
-          f"sequential nfe {info.sequential_nfe}, {info.wall_time:.2f} s -> {args.out}")
+    print(f"{_describe(args.sampler, info)} -> {args.out}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -373,8 +398,11 @@ def _sample_pipeline(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pint-diffusion``."""
-    from .demo import DEFAULT_SWEEP
+    from .demo import DEFAULT_STEPS, DEFAULT_SWEEP, FULL_STEPS, FULL_SWEEP
     from .samplers import DEFAULT_TOL
+
+    def sweep_text(sweep: dict[int, tuple[int, ...]]) -> str:
+        return " ".join(f"{n}:{','.join(map(str, b))}" for n, b in sweep.items())
 
     parser = argparse.ArgumentParser(
         prog="pint-diffusion",
@@ -391,20 +419,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "latency_vs_batch.png.")
     demo.add_argument("--out", type=Path, default=Path("demo-output"),
                       help="output folder (created if missing)")
-    demo.add_argument("--steps", type=positive_int, nargs="+", default=[25, 100, 1000],
-                      help="numbers of DDIM steps (default: 25 100 1000)")
+    demo.add_argument("--full", action="store_true",
+                      help="the whole sweep: also 1000 steps (default steps "
+                           f"{' '.join(map(str, FULL_STEPS))}, sweep {sweep_text(FULL_SWEEP)}; "
+                           "several times longer)")
+    demo.add_argument("--steps", type=positive_int, nargs="+", default=None,
+                      help=f"numbers of DDIM steps (default: "
+                           f"{' '.join(map(str, DEFAULT_STEPS))})")
     demo.add_argument("--seeds", type=positive_int, default=2,
                       help="samples per class in the throughput batch")
     demo.add_argument("--tol", type=non_negative_float, default=DEFAULT_TOL,
                       help="the parallel samplers' tolerance (a finite number >= 0)")
     demo.add_argument("--repeats", type=positive_int, default=3,
                       help="calls per sampler for the one-sample latency (median; default 3)")
-    demo.add_argument("--sweep", type=_sweep_entry, nargs="*",
-                      default=[(n, list(b)) for n, b in DEFAULT_SWEEP.items()],
+    demo.add_argument("--sweep", type=_sweep_entry, nargs="*", default=None,
                       metavar="STEPS:B1,B2,...",
                       help="batch sizes of latency_vs_batch.png per number of steps (default: "
-                           + " ".join(f"{n}:{','.join(map(str, b))}"
-                                      for n, b in DEFAULT_SWEEP.items())
+                           + sweep_text(DEFAULT_SWEEP)
                            + "; sizes above the batch are capped at it; none: no figure)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars or lines")
     demo.set_defaults(run=_demo, check=_check_demo, command_parser=demo)
@@ -435,7 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="step rule for the bundled model (default euler = DDIM)")
     sample.add_argument("--blocks", type=positive_int, default=None,
                         help="SRDS blocks (quasi-newton, picard: window; serial: none), at "
-                             "most --steps; default 2 sqrt(steps) (window: all)")
+                             "most --steps; default: chosen from the model's measured cost "
+                             "(the samplers' \"auto\"; serial where no window is predicted to "
+                             "pay)")
     sample.add_argument("--tol", type=non_negative_float, default=None,
                         help=f"tolerance of the parallel samplers (a finite number >= 0; "
                              f"default {DEFAULT_TOL:g})")

@@ -5,10 +5,14 @@
 - :class:`Picard` / :func:`sample_picard`: ParaDiGMS;
 - :class:`Serial` / :func:`sample_serial`: the serial sampler they all converge to.
 
+The window of Picard and quasi-Newton and SRDS's block count default to ``"auto"``:
+:class:`AutoWindow` chooses them from the model's measured cost curve (or the serial sampler).
+
 Each sampler solves a :class:`Trajectory` (:func:`probability_flow` builds one from a k-diffusion
 denoiser) and returns a :class:`SamplerInfo`.
 """
 
+from .auto import AutoWindow, DepthModel, Plan
 from .base import DEFAULT_TOL, Progress, Sampler, SamplerInfo
 from .conditioning import conditioned
 from .picard import Picard, QuasiNewton, sample_picard, sample_quasi_newton
@@ -19,7 +23,10 @@ from .trajectory import Trajectory, probability_flow
 __all__ = [
     "DEFAULT_TOL",
     "SRDS",
+    "AutoWindow",
+    "DepthModel",
     "Picard",
+    "Plan",
     "Progress",
     "QuasiNewton",
     "Sampler",

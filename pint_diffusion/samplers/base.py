@@ -23,6 +23,7 @@ from torch import Tensor
 import pint
 
 from ..steppers import Solver
+from .auto import Plan, auto_max_batch, speedup
 from .trajectory import Trajectory, probability_flow
 
 __all__ = ["DEFAULT_TOL", "Progress", "Sampler", "SamplerInfo", "check_tol"]
@@ -55,7 +56,14 @@ class SamplerInfo:
             coarse pass first), each like the result (NaN for dropped samples).
         failed: with ``drop_failed=True``: the samples whose model output became non-finite
             (returned as NaN, their ``sample_iterations`` -1); otherwise empty.
-        sampler: the sampler that ran, as its ``repr`` (e.g. ``"QuasiNewton(window=None, ...)"``).
+        sampler: the sampler that ran, as its ``repr`` (e.g. ``"QuasiNewton(window=8, ...)"``;
+            ``"Serial() (chosen by QuasiNewton(...): ...)"`` where ``window="auto"`` predicted
+            no window to beat it).
+        plan: with ``window="auto"`` (SRDS: ``blocks="auto"``): what :class:`AutoWindow`
+            chose (``plan.size``: the window or block count, ``None`` for serial), its
+            ``predicted_speedup`` and the ``curve``; otherwise ``None``.
+        speedup: with a plan, the measured speedup: serial's time predicted from the measured
+            cost curve over this run's ``wall_time``.
     """
 
     iterations: int
@@ -71,11 +79,14 @@ class SamplerInfo:
     iterates: list[Tensor] | None = None
     failed: list[int] = dataclasses.field(default_factory=list)
     sampler: str = ""
+    plan: Plan | None = None
+    speedup: float | None = None
 
     @classmethod
     def of(cls, solution: pint.Solution, keep: Tensor, batch: int,
            blocks: list[int] | None = None, iterates: list[Tensor] | None = None,
-           failed: list[int] | None = None, sampler: str = "") -> SamplerInfo:
+           failed: list[int] | None = None, sampler: str = "",
+           plan: Plan | None = None) -> SamplerInfo:
         """The info of a pint solution of the samples ``keep`` of a batch of ``batch``."""
         stats = solution.stats
         solved = solution.sample_iterations
@@ -89,7 +100,8 @@ class SamplerInfo:
             sequential_nfe=stats.sequential_nfe,
             predicted_sequential_nfe=stats.predicted_sequential_nfe,
             wall_time=stats.wall_time, calls=stats.calls, blocks=blocks, iterates=iterates,
-            failed=failed or [], sampler=sampler,
+            failed=failed or [], sampler=sampler, plan=plan,
+            speedup=speedup(plan, stats.wall_time),
         )
 
 
@@ -171,6 +183,19 @@ class Sampler:
     """
 
     name = "sampler"
+    group: Any = None
+    """A ``torch.distributed`` process group (``"default"``: the default group) over whose
+    ranks the sampler shares its work; ``None``: this process alone."""
+
+    def transport(self, trajectory: Trajectory) -> Any:
+        """``None`` in one process, else the :class:`pint.distributed.Distributed` transport of
+        :attr:`group` on the trajectory's device."""
+        if self.group is None:
+            return None
+        from pint.distributed import Distributed
+
+        group = None if isinstance(self.group, str) and self.group == "default" else self.group
+        return Distributed(group, device=trajectory.y0.device)
 
     def run(self, trajectory: Trajectory, progress: Progress | None,
             max_batch: int | None) -> tuple[pint.Solution, list[int] | None]:
@@ -182,11 +207,21 @@ class Sampler:
         """The most iterations (for the progress bar)."""
         return trajectory.steps
 
+    def planned(self, trajectory: Trajectory,
+                max_batch: int | None) -> tuple[Sampler, Plan | None]:
+        """The sampler that runs ``trajectory`` (an ``"auto"`` choice made concrete) and the
+        plan behind it; a sampler without an automatic choice runs as it is."""
+        return self, None
+
     def solve(self, trajectory: Trajectory, callback: KCallback | None = None,
               disable: bool | None = None, *, store_iterates: bool = False,
-              max_batch: int | None = None, drop_failed: bool = False,
+              max_batch: int | str | None = "auto", drop_failed: bool = False,
               ) -> tuple[Tensor, SamplerInfo]:
         """Sample ``trajectory``: the samples and the :class:`SamplerInfo`.
+
+        ``max_batch`` bounds the rows of one model call; ``"auto"`` (default): on CUDA the rows
+        that fit in 80% of the free device memory (measured by the cost probe), elsewhere no
+        bound (unless the probe ran out of memory).
 
         With ``drop_failed``, a sample whose model output becomes non-finite is dropped and the
         others are sampled again without it (samples are independent, so theirs is the result
@@ -203,33 +238,49 @@ class Sampler:
                             f"{callback!r}")
         if not isinstance(drop_failed, bool):
             raise TypeError(f"drop_failed must be True or False, got {drop_failed!r}")
+        if drop_failed and self.group is not None:
+            raise ValueError("drop_failed is not supported with group= (over processes, a rank "
+                             "cannot sample again without the others)")
+        if isinstance(max_batch, str):
+            if max_batch != "auto":
+                raise ValueError(f"max_batch must be a positive integer, None or \"auto\", got "
+                                 f"{max_batch!r}")
+            sampler, plan = self.planned(trajectory, None)
+            max_batch = auto_max_batch(trajectory, None if plan is None else plan.curve)
+            if max_batch is not None and plan is not None:
+                sampler, plan = self.planned(trajectory, max_batch)
+        else:
+            sampler, plan = self.planned(trajectory, max_batch)
         batch = trajectory.batch
         keep = torch.arange(batch)
         failed: list[int] = []
         while True:
             part = trajectory if len(keep) == batch else trajectory.subset(keep)
-            progress = Progress(part, self.iterations_bound(part) + 1, self.name, disable,
+            progress = Progress(part, sampler.iterations_bound(part) + 1, sampler.name, disable,
                                 callback, store_iterates, keep, batch)
             try:
                 with torch.no_grad():
-                    solution, blocks = self.run(part, progress, max_batch)
+                    solution, blocks = sampler.run(part, progress, max_batch)
                 break
             except pint.NonFiniteError as error:
                 lost = keep[error.problems].tolist()
                 if not drop_failed:
                     error.problems = lost  # in the caller's numbering
-                    raise ValueError(self.located(error, part)) from error
+                    raise ValueError(sampler.located(error, part)) from error
                 failed += lost
                 keep = keep[~torch.isin(keep, torch.tensor(lost))]
                 if len(keep) == 0:
-                    raise ValueError(f"every sample failed: {self.located(error, part)}") from error
+                    raise ValueError(f"every sample failed: {sampler.located(error, part)}"
+                                     ) from error
             finally:
                 progress.close()
         solved = part.output(solution.ys[-1])
         samples = solved.new_full((batch, *solved.shape[1:]), math.nan)
         samples[keep.to(samples.device)] = solved
+        name = repr(sampler) if plan is None or plan.size is not None else (
+            f"{sampler!r} (chosen by {self!r}: no window predicted to beat it)")
         return samples, SamplerInfo.of(solution, keep, batch, blocks, progress.iterates,
-                                       sorted(failed), repr(self))
+                                       sorted(failed), name, plan)
 
     def located(self, error: pint.NonFiniteError, trajectory: Trajectory) -> str:
         """The failure in the sampler's words."""
@@ -257,7 +308,7 @@ class Sampler:
         solver: Solver | None = None,
         return_info: bool = False,
         store_iterates: bool = False,
-        max_batch: int | None = None,
+        max_batch: int | str | None = "auto",
         drop_failed: bool = False,
     ) -> Tensor | tuple[Tensor, SamplerInfo]:
         """Sample with a k-diffusion denoiser; k-diffusion's sampler signature.
@@ -279,7 +330,8 @@ class Sampler:
             return_info: also return a :class:`SamplerInfo`.
             store_iterates: keep the samples after each iteration in the info.
             max_batch: the most rows in one model call (bounds the memory of a call; same
-                samples and depth, more calls).
+                samples and depth, more calls); ``"auto"`` (default): what fits in the device's
+                free memory on CUDA, no bound elsewhere (see :meth:`solve`).
             drop_failed: a sample whose model output becomes non-finite is returned as NaN
                 (listed in ``info.failed``) and the others complete; by default the call
                 raises, naming the samples.

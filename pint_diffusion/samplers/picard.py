@@ -17,6 +17,7 @@ iteration and update the trajectory by the linearised recurrence of :func:`pint.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -25,17 +26,36 @@ from torch import Tensor
 import pint
 
 from ..steppers import Solver
+from .auto import AutoWindow, DepthModel, Plan, check_window, over_group
 from .base import DEFAULT_TOL, KCallback, Progress, Sampler, SamplerInfo, check_tol, final_rms
+from .serial import Serial
 from .trajectory import Trajectory
 
 __all__ = ["Picard", "QuasiNewton", "sample_picard", "sample_quasi_newton"]
 
+Window = int | str | AutoWindow | None
+"""A window: a positive integer, ``None`` (all ``N`` steps), ``"auto"`` or an
+:class:`AutoWindow`."""
 
-def _window(window: object) -> int | None:
-    if window is not None and (isinstance(window, bool) or not hasattr(window, "__index__")
-                               or int(window) < 1):  # type: ignore[call-overload]
-        raise ValueError(f"window must be a positive integer or None, got {window!r}")
-    return None if window is None else int(window)  # type: ignore[call-overload]
+
+class Windowed(Sampler):
+    """A sampler with a sliding window, chosen by :class:`AutoWindow` when it is ``"auto"``."""
+
+    window: int | AutoWindow | None
+    depth: DepthModel
+
+    def planned(self, trajectory: Trajectory,
+                max_batch: int | None) -> tuple[Sampler, Plan | None]:
+        """With an :class:`AutoWindow`: this sampler with the chosen window, or :class:`Serial`
+        where no window is predicted to beat it."""
+        if not isinstance(self.window, AutoWindow):
+            return self, None
+        plan = self.window.window(trajectory, self.depth, max_batch)
+        if plan.size is None:
+            return Serial(), plan
+        chosen = copy.copy(self)
+        chosen.window = plan.size
+        return chosen, plan
 
 
 def data_rms(trajectory: Trajectory) -> Callable[[Tensor, Tensor], Tensor]:
@@ -50,35 +70,13 @@ def data_rms(trajectory: Trajectory) -> Callable[[Tensor, Tensor], Tensor]:
     return norm
 
 
-class _OverGroup(Sampler):
-    """A Picard-family sampler whose rows may be shared out over a process group."""
-
-    group: Any = None
-
-    def transport(self) -> Any:
-        """``None`` in one process, else the :class:`pint.distributed.Distributed` transport of
-        ``group`` (``"default"``: the default group)."""
-        if self.group is None:
-            return None
-        from pint.distributed import Distributed
-
-        return Distributed(None if isinstance(self.group, str) and self.group == "default"
-                           else self.group)
-
-    def solve(self, trajectory: Trajectory, *args: Any, drop_failed: bool = False,
-              **kwargs: Any) -> tuple[Tensor, SamplerInfo]:
-        """:meth:`Sampler.solve`; ``drop_failed`` is refused with ``group`` (ValueError)."""
-        if drop_failed is True and self.group is not None:
-            raise ValueError("drop_failed is not supported with group= (over processes, a rank "
-                             "cannot sample again without the others)")
-        return super().solve(trajectory, *args, drop_failed=drop_failed, **kwargs)
-
-
-class Picard(_OverGroup):
+class Picard(Windowed):
     """Sliding-window Picard iterations with ParaDiGMS's acceptance.
 
     Args:
-        window: how many steps are iterated at once (ParaDiGMS's ``parallel``); default all.
+        window: how many steps are iterated at once (ParaDiGMS's ``parallel``); ``None``: all
+            ``N``; ``"auto"`` (default): chosen from the model's measured cost curve by
+            :class:`AutoWindow` (the serial sampler where no window is predicted to beat it).
         tol: a point is accepted when the RMS change of its state in the last iteration is at
             most ``tol`` in the model's data scale (the change divided by ``sqrt(1 + sigma^2)``,
             i.e. in variance-preserving units), for every sample.
@@ -87,15 +85,18 @@ class Picard(_OverGroup):
             iteration's rows are shared out (:func:`pint.distributed.picard`): every rank
             samples with the same arguments (and its own copy of the model) and gets the same
             samples, iterations and depth as one process, bit for bit when the model computes
-            each row independently of its batch. No ``drop_failed``.
+            each row independently of its batch. No ``drop_failed``. With a group,
+            ``window="auto"`` without a given curve is the full window (each rank would time
+            its own probe, and the ranks must agree).
     """
 
     name = "Picard"
+    depth = DepthModel.PICARD
 
-    def __init__(self, window: int | None = None, tol: float = DEFAULT_TOL,
+    def __init__(self, window: Window = "auto", tol: float = DEFAULT_TOL,
                  max_iters: int | None = None, group: Any = None) -> None:
-        self.window, self.tol, self.max_iters = _window(window), check_tol(tol), max_iters
-        self.group = group
+        self.window, self.group = over_group(check_window(window), group), group
+        self.tol, self.max_iters = check_tol(tol), max_iters
 
     def __repr__(self) -> str:
         return f"Picard(window={self.window}, tol={self.tol:g})"
@@ -103,20 +104,23 @@ class Picard(_OverGroup):
     def run(self, trajectory: Trajectory, progress: Progress | None,
             max_batch: int | None) -> tuple[pint.Solution, list[int] | None]:
         """:func:`pint.picard` with :class:`pint.Freeze` on the data-scale RMS change."""
+        assert not isinstance(self.window, AutoWindow)  # made concrete by planned()
         solution = pint.picard(
             trajectory.field, trajectory.y0, trajectory.grid, step=trajectory.fine,
             window=self.window, tol=self.tol, max_iters=self.max_iters,
             acceptance=pint.Freeze(data_rms(trajectory)), vectorized=True, independent=True,
-            callback=progress, max_batch=max_batch, transport=self.transport(),
+            callback=progress, max_batch=max_batch, transport=self.transport(trajectory),
         )
         return solution, None
 
 
-class QuasiNewton(_OverGroup):
+class QuasiNewton(Windowed):
     """Quasi-Newton (secant-preconditioned) Picard: the fastest exact parallel sampler here.
 
     Args:
-        window: how many steps one iteration evaluates (default all ``N``); a window bounds the
+        window: how many steps one iteration evaluates: ``None``: all ``N``; ``"auto"``
+            (default): chosen from the model's measured cost curve by :class:`AutoWindow` (the
+            serial sampler where no window is predicted to beat it); a window bounds the
             work per iteration (about ``window`` rows per sample per call) at some extra depth.
             With a window shorter than ``N`` the window slides past its front points once they
             change by less than ``tol / 3`` (data-scale RMS, for every sample), as ParaDiGMS
@@ -143,13 +147,15 @@ class QuasiNewton(_OverGroup):
     """
 
     name = "quasi-Newton"
+    depth = DepthModel.QUASI_NEWTON
 
-    def __init__(self, window: int | None = None, tol: float = DEFAULT_TOL,
+    def __init__(self, window: Window = "auto", tol: float = DEFAULT_TOL,
                  stop: pint.StopRule | None = None, max_iters: int | None = None,
                  jacobian: pint.algorithms.picard.JacobianModel | None = None,
                  initial: pint.algorithms.picard.InitialGuess | None = None,
                  group: Any = None) -> None:
-        self.window, self.tol, self.group = _window(window), check_tol(tol), group
+        self.window, self.group = over_group(check_window(window), group), group
+        self.tol = check_tol(tol)
         self.stop = pint.Extrapolated(safety=2.0) if stop is None else stop
         self.max_iters, self.jacobian, self.initial = max_iters, jacobian, initial
 
@@ -163,6 +169,7 @@ class QuasiNewton(_OverGroup):
         if jacobian is None:  # the stepping's own model, per component; else a scalar secant
             jacobian = (trajectory.secant.diagonal() if trajectory.secant is not None
                         else pint.Secant())
+        assert not isinstance(self.window, AutoWindow)  # made concrete by planned()
         sliding = self.window is not None and self.window < trajectory.steps
         acceptance = (pint.Freeze(data_rms(trajectory), tol=self.tol / 3, stop=True) if sliding
                       else None)
@@ -172,7 +179,7 @@ class QuasiNewton(_OverGroup):
             stop=self.stop, jacobian=jacobian, acceptance=acceptance,
             initial=pint.Extrapolate() if self.initial is None else self.initial,
             vectorized=True, independent=True, callback=progress, max_batch=max_batch,
-            transport=self.transport(),
+            transport=self.transport(trajectory),
         )
         return solution, None
 
@@ -185,13 +192,13 @@ def sample_picard(
     callback: KCallback | None = None,
     disable: bool | None = None,
     *,
-    window: int | None = None,
+    window: Window = "auto",
     tol: float = DEFAULT_TOL,
     solver: Solver | None = None,
     max_iters: int | None = None,
     return_info: bool = False,
     store_iterates: bool = False,
-    max_batch: int | None = None,
+    max_batch: int | str | None = "auto",
     drop_failed: bool = False,
     group: Any = None,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
@@ -214,14 +221,14 @@ def sample_quasi_newton(
     callback: KCallback | None = None,
     disable: bool | None = None,
     *,
-    window: int | None = None,
+    window: Window = "auto",
     tol: float = DEFAULT_TOL,
     stop: pint.StopRule | None = None,
     solver: Solver | None = None,
     max_iters: int | None = None,
     return_info: bool = False,
     store_iterates: bool = False,
-    max_batch: int | None = None,
+    max_batch: int | str | None = "auto",
     drop_failed: bool = False,
     group: Any = None,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:

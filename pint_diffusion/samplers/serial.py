@@ -56,7 +56,7 @@ def sample_serial(
     *,
     solver: Solver | None = None,
     return_info: bool = False,
-    max_batch: int | None = None,
+    max_batch: int | str | None = "auto",
     drop_failed: bool = False,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
     """The serial sampler: ``Serial().sample(model, x, sigmas, ...)`` (see

@@ -10,6 +10,7 @@ converges to the serial sampler's output, usually after far fewer sequential cal
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,9 @@ from torch import Tensor
 import pint
 
 from ..steppers import Solver
+from .auto import AutoWindow, Plan, check_window, over_group
 from .base import DEFAULT_TOL, KCallback, Progress, Sampler, SamplerInfo, check_tol, final_rms
+from .serial import Serial
 from .trajectory import Trajectory
 
 __all__ = ["SRDS", "block_boundaries", "sample_srds"]
@@ -40,12 +43,17 @@ class SRDS(Sampler):
     """SRDS: Parareal with the sampler's own steps as the fine solver.
 
     Args:
-        blocks: the number of blocks; defaults to ``round(2 sqrt(N))`` (at most ``N``). The
+        blocks: the number of blocks. ``None``: ``round(2 sqrt(N))`` (at most ``N``). The
             coarse pass and ``K`` pipelined iterations cost about
             ``blocks + K (N / blocks - 1)`` sequential calls, least at ``sqrt(K N)``, and more
             blocks make the coarse pass more accurate and save iterations:
             on the bundled digits model ``2 sqrt(N)`` took 16 sequential calls at N = 25 and 32
             at N = 100, against 25 and 46 for ``sqrt(N)`` (``benchmarks/results/``).
+            ``"auto"`` (default) or an :class:`AutoWindow`: the count that minimises the latency
+            predicted from the model's measured cost curve with ``K = 4`` (``2 sqrt(N)`` where
+            rows are free), or the serial sampler where no count is predicted to beat it; with
+            ``group``, ``"auto"`` is ``round(2 sqrt(N))`` (every rank must agree without
+            timing).
         tol: a sample stops iterating (and leaves the batch) when its final state meets the
             stopping rule at this tolerance (RMS, in the units of ``x``). 0 runs until exact.
         stop: :class:`pint.Tolerance` (default: the RMS change of the final state between two
@@ -64,35 +72,37 @@ class SRDS(Sampler):
 
     name = "SRDS"
 
-    def __init__(self, blocks: int | None = None, tol: float = DEFAULT_TOL,
+    def __init__(self, blocks: int | str | AutoWindow | None = "auto", tol: float = DEFAULT_TOL,
                  stop: pint.StopRule | None = None, pipelined: bool = True,
                  max_iters: int | None = None, group: Any = None) -> None:
-        if blocks is not None and (isinstance(blocks, bool) or not hasattr(blocks, "__index__")
-                                   or int(blocks) < 1):
-            raise ValueError(f"blocks must be an integer in [1, N] (N: the number of steps) or "
-                             f"None, got {blocks!r}")
         if not isinstance(pipelined, bool):
             raise TypeError(f"pipelined must be True or False, got {pipelined!r}")
-        self.blocks = None if blocks is None else int(blocks)
+        self.blocks = over_group(check_window(blocks, "blocks"), group)
         self.tol, self.stop, self.pipelined = check_tol(tol), stop, pipelined
         self.max_iters, self.group = max_iters, group
 
     def __repr__(self) -> str:
         return f"SRDS(blocks={self.blocks}, tol={self.tol:g})"
 
+    def planned(self, trajectory: Trajectory,
+                max_batch: int | None) -> tuple[Sampler, Plan | None]:
+        """With an :class:`AutoWindow`: SRDS with the chosen block count, or :class:`Serial`
+        where no count is predicted to beat it."""
+        if not isinstance(self.blocks, AutoWindow):
+            return self, None
+        plan = self.blocks.blocks(trajectory, max_batch)
+        if plan.size is None:
+            return Serial(), plan
+        chosen = copy.copy(self)
+        chosen.blocks = plan.size
+        return chosen, plan
+
     def bounds(self, trajectory: Trajectory) -> list[int]:
         """The block boundaries for this trajectory."""
         n = trajectory.steps
+        assert not isinstance(self.blocks, AutoWindow)  # made concrete by planned()
         blocks = min(n, max(1, round(2 * math.sqrt(n)))) if self.blocks is None else self.blocks
         return block_boundaries(n, blocks)
-
-    def solve(self, trajectory: Trajectory, *args: Any, drop_failed: bool = False,
-              **kwargs: Any) -> tuple[Tensor, SamplerInfo]:
-        """:meth:`Sampler.solve`; ``drop_failed`` is refused with ``group`` (ValueError)."""
-        if drop_failed is True and self.group is not None:
-            raise ValueError("drop_failed is not supported with group= (over processes, a rank "
-                             "cannot sample again without the others)")
-        return super().solve(trajectory, *args, drop_failed=drop_failed, **kwargs)
 
     def iterations_bound(self, trajectory: Trajectory) -> int:
         """At most one iteration per block."""
@@ -104,14 +114,9 @@ class SRDS(Sampler):
         """Parareal over the blocks."""
         bounds = self.bounds(trajectory)
         t = trajectory.grid[bounds]
-        transport = None
+        transport = self.transport(trajectory)
         unsupported = progress is not None and (progress.callback is not None or
                                                 progress.iterates is not None)
-        if self.group is not None:
-            from pint.distributed import Distributed
-
-            group = None if isinstance(self.group, str) and self.group == "default" else self.group
-            transport = Distributed(group, device=trajectory.y0.device)
         solution = pint.parareal(
             trajectory.field, trajectory.y0, t, coarse=trajectory.coarse(t), fine=trajectory.fine,
             tol=self.tol, max_iters=self.max_iters, norm=final_rms(trajectory), stop=self.stop,
@@ -152,7 +157,7 @@ def sample_srds(
     callback: KCallback | None = None,
     disable: bool | None = None,
     *,
-    blocks: int | None = None,
+    blocks: int | str | AutoWindow | None = "auto",
     tol: float = DEFAULT_TOL,
     stop: pint.StopRule | None = None,
     solver: Solver | None = None,
@@ -161,7 +166,7 @@ def sample_srds(
     return_info: bool = False,
     store_iterates: bool = False,
     group: Any = None,
-    max_batch: int | None = None,
+    max_batch: int | str | None = "auto",
     drop_failed: bool = False,
 ) -> Tensor | tuple[Tensor, SamplerInfo]:
     """Sample with SRDS; a drop-in replacement for k-diffusion's ``sample_euler``.

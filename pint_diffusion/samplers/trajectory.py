@@ -44,6 +44,8 @@ class Trajectory:
             (``sqrt(1 + sigma^2)`` for variance-exploding states), ``(N + 1,)``.
         secant: the quasi-Newton model of this stepping's steps (prior and bounds of ``A_j``),
             or ``None`` for a generic :class:`pint.Secant`.
+        model: the object that identifies the model (its cost curve is cached per model for the
+            process, see :func:`pint.measure_cost`); ``None``: the field itself.
     """
 
     field: Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -56,6 +58,7 @@ class Trajectory:
     describe: Callable[[int], str]
     scale: Tensor
     secant: pint.Secant | None = None
+    model: Any = None
 
     def subset(self, keep: Tensor) -> Trajectory:
         """The same problem for the samples ``keep`` only (their positions in ``y0``)."""
@@ -155,4 +158,5 @@ def probability_flow(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor,
         describe=lambda j: f"step {j} (sigma {grid[j]:.4g})",
         scale=(1 + sigmas**2).sqrt(),
         secant=secant,
+        model=model,
     )

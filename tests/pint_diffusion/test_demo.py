@@ -8,8 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pint_diffusion.cli import main
+from pint_diffusion.cli import build_parser, main
 from pint_diffusion.demo import (
+    DEFAULT_STEPS,
+    DEFAULT_SWEEP,
+    FULL_STEPS,
+    FULL_SWEEP,
     LATENCY,
     THROUGHPUT,
     DemoResult,
@@ -21,10 +25,20 @@ from pint_diffusion.demo import (
     samplers,
     summary,
 )
+from pint_diffusion.demo.results import HEADER
 
 
 def row(regime, method, steps, batch, wall):
     return DemoRow(regime, method, steps, batch, 1, 10 * batch, 5, wall, 0.0)
+
+
+def test_rows_show_the_automatic_choice():
+    auto = DemoRow(LATENCY, "quasi-Newton", 100, 1, 3, 300, 20, 1.0, 0.0, chosen="16",
+                   predicted_speedup=2.5)
+    cells = dict(zip(HEADER, auto.cells(2.0), strict=True))
+    assert cells["window (auto)"] == "16" and cells["predicted speed"] == "2.50x"
+    assert cells["speed vs serial"] == "2.00x"
+    assert DemoResult.from_json(DemoResult([auto], [], "m", 1).to_json()).rows == [auto]
 
 
 def test_summary_names_each_regimes_winner():
@@ -88,7 +102,20 @@ def test_samplers_table_starts_with_serial_and_configures_each_sampler(monkeypat
 
     monkeypatch.setattr(pint_diffusion, "sample_quasi_newton", spy)
     samplers(1e-3)[-1](lambda x, sigma: x, torch.zeros(1, 2), torch.linspace(1, 0, 101), {})
-    assert calls == [{"tol": 1e-3, "window": 20, "return_info": True}]
+    assert calls == [{"tol": 1e-3, "return_info": True}]  # the window: the default, "auto"
+
+
+@pytest.mark.parametrize(("flags", "steps", "sweep"), [
+    ([], DEFAULT_STEPS, DEFAULT_SWEEP), (["--full"], FULL_STEPS, FULL_SWEEP),
+    (["--full", "--steps", "10", "--sweep"], (10,), {}),
+])
+def test_default_run_trims_the_1000_step_runs_and_full_restores_them(tmp_path, flags, steps,
+                                                                      sweep):
+    args = build_parser().parse_args(["demo", "--out", str(tmp_path), *flags])
+    assert args.check(args) == []
+    assert tuple(args.steps) == steps
+    assert {n: tuple(b) for n, b in args.sweep} == sweep
+    assert 1000 not in DEFAULT_STEPS and 1000 not in DEFAULT_SWEEP and 1000 in FULL_STEPS
 
 
 @pytest.mark.slow

@@ -55,9 +55,17 @@ def test_smoke_mode_writes_and_checks_its_results(tmp_path):
     sources = {(s["model"], s["steps"], s["method"]): s for s in payload["iteration_sources"]}
     for r in fixed:
         source = sources[r["model"], r["steps"], r["method"]]
+        assert "digits model" in source["source"]
+        if r["method"].endswith(" auto"):  # the prior's depth at the window it chose
+            assert r["stop"] == "fixed: the depth prior at the chosen window"
+            assert r["chosen"] == "serial" or 1 <= r["chosen"] <= r["steps"]
+            continue
         assert r["stop"] == f"fixed: {source['iterations']} iterations"
         assert r["iterations"] <= source["iterations"]
-        assert "digits model" in source["source"]
+    # every automatic default says what it chose and what it predicted
+    auto = [r for r in wall if r["method"].endswith(" auto")]
+    assert {r["method"] for r in auto} == {"SRDS auto", "Picard auto", "quasi-Newton auto"}
+    assert all("chosen" in r and r["predicted_vs_serial"] >= 1.0 for r in auto)
     assert payload["tables"]["compile"]
 
 

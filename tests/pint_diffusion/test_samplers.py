@@ -125,7 +125,9 @@ def test_srds_extrapolated_stop_is_within_tolerance_and_not_later():
     assert extra[1].iterations <= plain[1].iterations
 
 
-@pytest.mark.parametrize("sampler", [*SAMPLERS, Serial()], ids=repr)
+# fixed windows: an "auto" window prices max_batch's split calls, so it may choose another one
+@pytest.mark.parametrize("sampler", [SRDS(blocks=6, tol=1e-2), QuasiNewton(window=None, tol=1e-2),
+                                     Picard(window=None, tol=0.0), Serial()], ids=repr)
 def test_max_batch_changes_calls_not_samples(sampler):
     model = ToyDenoiser()
     sigmas = karras(12)
