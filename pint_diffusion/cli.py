@@ -244,25 +244,6 @@ def _sweep_entry(text: str) -> tuple[int, list[int]]:
     return entry
 
 
-class _PipelineDefault:
-    """The pipelines' default sampler for the scheduler (:func:`pint_diffusion.pipelines.
-    default_sampler`: quasi-Newton, or SRDS for schedulers with history) with the command's
-    ``--blocks`` (``None``: the samplers' ``"auto"``) and ``--tol``."""
-
-    def __init__(self, blocks: int | None, tol: float) -> None:
-        self.blocks, self.tol = blocks, tol
-
-    def solve(self, trajectory: Any, **kwargs: Any) -> Any:
-        from . import SRDS, QuasiNewton
-        from .pipelines import default_sampler
-
-        size = "auto" if self.blocks is None else self.blocks
-        sampler = (QuasiNewton(window=size, tol=self.tol)
-                   if isinstance(default_sampler(trajectory), QuasiNewton)
-                   else SRDS(blocks=size, tol=self.tol))
-        return sampler.solve(trajectory, **kwargs)
-
-
 def _sampler(args: argparse.Namespace) -> Any:
     """The sampler object ``--sampler`` names, with its options (``--blocks`` is SRDS's block
     count, or the window of Picard and quasi-Newton; not given: ``"auto"``, the samplers'
@@ -272,7 +253,9 @@ def _sampler(args: argparse.Namespace) -> Any:
 
     size = "auto" if args.blocks is None else args.blocks
     if args.sampler is None and args.model != "bundled":
-        return _PipelineDefault(args.blocks, args.tol)
+        from .pipelines import DefaultSampler
+
+        return DefaultSampler(blocks=size, tol=args.tol)
     if args.sampler == "serial":
         return Serial()
     if args.sampler == "picard":

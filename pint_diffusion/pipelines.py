@@ -60,8 +60,8 @@ def _keeps_history(trajectory: Any) -> bool:
     return trajectory.y0.shape[1] > 1
 
 
-def default_sampler(trajectory: Any, blocks: int | None = None, tol: float = DEFAULT_TOL
-                    ) -> Any:
+def default_sampler(trajectory: Any, blocks: int | str | None = "auto",
+                    tol: float = DEFAULT_TOL) -> Any:
     """The pipelines' default sampler for a scheduler, the fastest that is safe for it:
     ``QuasiNewton(window=blocks, tol=tol)`` (the fewest sequential model calls,
     ``benchmarks/results/quasi_newton.md``) for schedulers without history (DDIM, Euler, flow
@@ -77,7 +77,7 @@ class DefaultSampler:
     with the given ``blocks`` (SRDS's blocks, quasi-Newton's window) and ``tol``; what a
     pipeline called without ``sampler=`` uses (with the defaults)."""
 
-    def __init__(self, blocks: int | None = None, tol: float = DEFAULT_TOL) -> None:
+    def __init__(self, blocks: int | str | None = "auto", tol: float = DEFAULT_TOL) -> None:
         self.blocks, self.tol = blocks, tol
 
     def __repr__(self) -> str:
@@ -120,7 +120,7 @@ class _Loop:
     sampler on a copy of the real scheduler; every ``step`` returns the final latents."""
 
     def __init__(self, pipe: Any, scheduler: Any, capture: _Capture, family: type,
-                 sampler: Any, disable: bool, max_batch: int | None) -> None:
+                 sampler: Any, disable: bool, max_batch: int | str | None) -> None:
         self.pipe = pipe
         self.scheduler = scheduler
         self.capture = capture
@@ -190,7 +190,8 @@ class _Loop:
         model = Guided(call, cond, batch, uncond=uncond, scale=scale,
                        batched=self.family.batched_guidance)
         trajectory = scheduler_trajectory(copy.deepcopy(self.scheduler), model, sample,
-                                          step_kwargs=kwargs)
+                                          step_kwargs=kwargs,
+                                          key=(capture.model, uncond is not None))
         sampler = default_sampler(trajectory) if self.sampler is None else self.sampler
         _check_sampler(sampler, trajectory, self.scheduler)
         samples, self.info = sampler.solve(trajectory, disable=self.disable,
@@ -283,9 +284,10 @@ class ParallelMixin:
     ``QuasiNewton(...)``, ``Picard(...)``, ``Serial()``; default :func:`default_sampler`. The run's
     statistics (:class:`pint_diffusion.SamplerInfo`) are in ``out.info`` (and
     ``pipe.last_info``). ``max_batch=`` caps the rows of one model call (a round of more rows
-    is split into several calls: same result and depth, less memory). Keyword arguments the
-    pipeline does not name raise ``TypeError`` (diffusers would ignore them). Refused with
-    ``ValueError``: stochastic schedulers or options (``eta > 0``, ...),
+    is split into several calls: same result and depth, less memory); ``"auto"`` (default):
+    what fits in the device's free memory (see :meth:`pint_diffusion.Sampler.solve`). Keyword
+    arguments the pipeline does not name raise ``TypeError`` (diffusers would ignore them).
+    Refused with ``ValueError``: stochastic schedulers or options (``eta > 0``, ...),
     ``callback_on_step_end``, ``guidance_rescale > 0``, ``denoising_end``, IP-Adapter inputs,
     SD3's ``skip_guidance_layers``, a non-finite ``guidance_scale`` or ``true_cfg_scale`` (NaN
     would turn guidance off), and Picard-type samplers with a tolerance on schedulers that keep
@@ -297,7 +299,7 @@ class ParallelMixin:
     last_info: Any = None
 
     @torch.no_grad()
-    def __call__(self, *args: Any, sampler: Any = None, max_batch: int | None = None,
+    def __call__(self, *args: Any, sampler: Any = None, max_batch: int | str | None = "auto",
                  **kwargs: Any) -> Any:
         """The original pipeline's call with the parallel ``sampler``; see the class docs."""
         _check_names(super().__call__, kwargs)  # type: ignore[misc]

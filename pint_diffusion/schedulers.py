@@ -461,7 +461,8 @@ timesteps and each row's sample index (to pick its conditioning)."""
 
 
 def scheduler_trajectory(scheduler: Any, model: ModelCall, latents: Tensor, *,
-                         step_kwargs: dict[str, Any] | None = None) -> Trajectory:
+                         step_kwargs: dict[str, Any] | None = None,
+                         key: Any = None) -> Trajectory:
     """What a parallel sampler integrates when it drives a diffusers scheduler.
 
     Args:
@@ -472,6 +473,9 @@ def scheduler_trajectory(scheduler: Any, model: ModelCall, latents: Tensor, *,
             Guidance is part of the model (see :class:`pint_diffusion.families.Guided`).
         latents: the pipeline's initial latents ``(B, *latent_shape)``.
         step_kwargs: extra keyword arguments for ``scheduler.step``.
+        key: what identifies the model's cost (e.g. the network and whether guidance doubles
+            its rows), so that ``window="auto"`` measures its cost curve once per process
+            (:attr:`Trajectory.model`); ``None``: ``model`` itself.
 
     Returns:
         A :class:`pint_diffusion.samplers.Trajectory`: states ``(B, 1 + H, *latent_shape)``
@@ -517,6 +521,7 @@ def scheduler_trajectory(scheduler: Any, model: ModelCall, latents: Tensor, *,
         step_depths=[1] * n,
         describe=describe,
         scale=torch.ones(n + 1, dtype=y0.dtype, device=latents.device),
+        model=model if key is None else key,
     )
 
 
