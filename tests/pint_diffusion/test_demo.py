@@ -56,6 +56,16 @@ def test_summary_names_each_regimes_winner():
     assert text.startswith("On this machine (test machine)") and text.endswith("steps.")
 
 
+def test_a_default_that_ran_serially_does_not_win():
+    # Picard's default ran the serial sampler and happened to be timed faster: serial wins
+    ran_serially = DemoRow(THROUGHPUT, "Picard", 25, 20, 1, 200, 25, 0.9, 0.0, chosen="serial")
+    rows = [row(THROUGHPUT, "serial", 25, 20, 1.0), ran_serially,
+            row(LATENCY, "serial", 25, 1, 1.0), row(LATENCY, "Picard", 25, 1, 0.5)]
+    text = summary(DemoResult(rows, [], "test machine", 3))
+    assert "throughput (20 samples per call) serial wins at 25 steps" in text
+    assert "latency (one sample per call) Picard wins at 25 steps (2.0x" in text
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.floats(0.1, 10), min_size=4, max_size=4),
        st.lists(st.floats(0.1, 10), min_size=4, max_size=4))
