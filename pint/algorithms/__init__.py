@@ -22,6 +22,7 @@ from .picard import (
     Freeze,
     Identity,
     Secant,
+    Tangent,
     picard,
 )
 from .serial import serial
@@ -41,6 +42,7 @@ __all__ = [
     "InstabilityWarning",
     "Secant",
     "StopRule",
+    "Tangent",
     "Tolerance",
     "VCycle",
     "mgrit",

@@ -4,8 +4,8 @@ Picard-family update solves along its window (:mod:`pint.algorithms.picard`).
 Two ways, the same result to rounding:
 
 - :func:`sequential`: ``W`` steps of three elementwise operations, the least arithmetic, but
-  ``3 W`` kernel launches: on a GPU, at N = 1000, about 50 ms per iteration of host time while
-  the device waits (``benchmarks/results/gpu_*``).
+  ``3 W`` kernel launches: on a GPU at large ``W`` the device waits on the host
+  (``benchmarks/results/gpu_*``).
 - :func:`parallel`: a Hillis-Steele scan of the affine maps ``d -> a_j d + c_j`` (composition
   ``(a2, c2) o (a1, c1) = (a2 a1, a2 c1 + c2)``), ``ceil(log2 W)`` rounds of whole-window
   operations: ``W log W`` arithmetic in a few dozen launches.

@@ -126,7 +126,7 @@ class QuasiNewton(Windowed):
             change by less than ``tol / 3`` (data-scale RMS, for every sample), as ParaDiGMS
             does with ``tol``; the points beyond the window are predicted again after every
             iteration by DDIM from the window's last denoiser output
-            (:meth:`pint.Extrapolate.ahead`), and a sample stops by the extrapolated stop once
+            (:meth:`pint.Tangent.ahead`), and a sample stops by the extrapolated stop once
             the window reaches the last step, or when the front gets there.
         tol: a sample stops when twice its final state's error, extrapolated from the
             contraction of its RMS changes (:class:`pint.Extrapolated` with ``safety=2``), is
@@ -141,7 +141,7 @@ class QuasiNewton(Windowed):
             :class:`pint.Anderson` triangular Anderson acceleration (ParaTAA). The diagonal
             secant keeps one factor per step, sample and state entry (memory like the
             trajectory's); ``trajectory.secant`` itself is the scalar one.
-        initial: the initial guess; default :class:`pint.Extrapolate` (DDIM's prediction of
+        initial: the initial guess; default :class:`pint.Tangent` (DDIM's prediction of
             every point from the first model output).
         group: as in :class:`Picard`.
     """
@@ -177,7 +177,7 @@ class QuasiNewton(Windowed):
             trajectory.field, trajectory.y0, trajectory.grid, step=trajectory.fine,
             window=self.window, tol=self.tol, max_iters=self.max_iters, norm=final_rms(trajectory),
             stop=self.stop, jacobian=jacobian, acceptance=acceptance,
-            initial=pint.Extrapolate() if self.initial is None else self.initial,
+            initial=pint.Tangent() if self.initial is None else self.initial,
             vectorized=True, independent=True, callback=progress, max_batch=max_batch,
             transport=self.transport(trajectory),
         )

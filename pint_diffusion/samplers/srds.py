@@ -46,9 +46,8 @@ class SRDS(Sampler):
         blocks: the number of blocks. ``None``: ``round(2 sqrt(N))`` (at most ``N``). The
             coarse pass and ``K`` pipelined iterations cost about
             ``blocks + K (N / blocks - 1)`` sequential calls, least at ``sqrt(K N)``, and more
-            blocks make the coarse pass more accurate and save iterations:
-            on the bundled digits model ``2 sqrt(N)`` took 16 sequential calls at N = 25 and 32
-            at N = 100, against 25 and 46 for ``sqrt(N)`` (``benchmarks/results/``).
+            blocks make the coarse pass more accurate and save iterations (on the bundled
+            digits model ``2 sqrt(N)`` beats ``sqrt(N)``; see the benchmarks in ``benchmarks/``).
             ``"auto"`` (default) or an :class:`AutoWindow`: the count that minimises the latency
             predicted from the model's measured cost curve with ``K = 4`` (``2 sqrt(N)`` where
             rows are free), or the serial sampler where no count is predicted to beat it; with

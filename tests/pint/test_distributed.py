@@ -451,7 +451,7 @@ def picard_cases(rank, world):
             out[name, window] = (pint.distributed.picard(p.f, y0, t, timeout=30, **options),
                                  pint.picard(p.f, y0, t, **options))
     ys0 = torch.stack([y0, 1.2 * y0, 0.8 * y0])
-    options = dict(step=pint.RK4(1), jacobian=pint.Secant(), initial=pint.Extrapolate(),
+    options = dict(step=pint.RK4(1), jacobian=pint.Secant(), initial=pint.Tangent(),
                    acceptance=pint.Freeze(stop=True), window=6, tol=1e-8, independent=True,
                    vectorized=True)
     out["independent", 6] = (pint.distributed.picard(indexed_field, ys0, t, timeout=30,

@@ -32,7 +32,7 @@ SOLVERS = {
     "picard": lambda f, y0, t: pint.picard(f, y0, t, step=pint.RK4(4), tol=0.0),
     "quasi-Newton picard": lambda f, y0, t: pint.picard(
         f, y0, t, step=pint.RK4(4), tol=0.0, jacobian=pint.Secant(),
-        initial=pint.Extrapolate()),
+        initial=pint.Tangent()),
 }
 
 

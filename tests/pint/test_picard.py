@@ -27,7 +27,7 @@ JACOBIANS = [pint.Identity(), pint.Secant(), pint.Secant(prior=0.5, lower=0.0, u
              pint.DiagonalSecant(), pint.Secant(prior=0.5, lower=0.0, upper=2.0).diagonal(),
              pint.Anderson(), pint.Anderson(pint.Secant(), depth=2),
              pint.Anderson(pint.DiagonalSecant(), depth=1)]
-INITIALS = [pint.Constant(), pint.Extrapolate()]
+INITIALS = [pint.Constant(), pint.Tangent()]
 ACCEPTANCES = [pint.ExactFront(), pint.Freeze(), pint.Freeze(stop=True)]
 
 
@@ -86,7 +86,7 @@ def test_extrapolate_guesses_the_points_beyond_the_window_along_the_last_slope()
     t = torch.linspace(0, 2, n + 1, dtype=F64)
     y0 = torch.tensor([1.0, -0.5], dtype=F64)
     sol = pint.picard(decay, y0, t, step=pint.Euler(1), tol=0.0, window=window,
-                      initial=pint.Extrapolate(), jacobian=pint.Secant(), store_iterates=True)
+                      initial=pint.Tangent(), jacobian=pint.Secant(), store_iterates=True)
     previous = y0 + (t - t[0])[:, None] * decay(t[0], y0)  # the first guess: a tangent
     for k, ys in enumerate(sol.iterates, start=1):
         e = k - 1 + window  # ExactFront: the front moves by one per iteration
@@ -102,7 +102,7 @@ def test_freeze_with_stop_ends_before_the_front_reaches_the_end():
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
     kw = dict(step=pint.RK4(1), tol=1e-6, window=30, jacobian=pint.Secant(),
-              initial=pint.Extrapolate(), stop=pint.Extrapolated())
+              initial=pint.Tangent(), stop=pint.Extrapolated())
     plain = pint.picard(oscillator, y0, t, acceptance=pint.Freeze(tol=1e-8), **kw)
     early = pint.picard(oscillator, y0, t, acceptance=pint.Freeze(tol=1e-8, stop=True), **kw)
     assert early.converged and early.iterations < plain.iterations
@@ -120,7 +120,7 @@ def test_secant_beats_picard_on_a_stiffish_linear_problem():
     lam = -8.0
     t = torch.linspace(0, 1, 41, dtype=F64)
     y0 = torch.ones(1, dtype=F64)
-    kw = dict(step=pint.Euler(1), tol=1e-10, initial=pint.Extrapolate())
+    kw = dict(step=pint.Euler(1), tol=1e-10, initial=pint.Tangent())
     qn = pint.picard(lambda t, y: lam * y, y0, t, jacobian=pint.Secant(), **kw)
     plain = pint.picard(lambda t, y: lam * y, y0, t, **kw)
     exact = (1 + lam / 40) ** torch.arange(41, dtype=F64)
@@ -134,7 +134,7 @@ def test_diagonal_secant_is_exact_on_a_diagonal_linear_problem():
     the diagonal secant recovers from one history point (the scalar one cannot)."""
     lam = torch.tensor([-8.0, -1.0, 2.0], dtype=F64)
     t = torch.linspace(0, 1, 41, dtype=F64)
-    kw = dict(step=pint.Euler(1), tol=1e-10, initial=pint.Extrapolate())
+    kw = dict(step=pint.Euler(1), tol=1e-10, initial=pint.Tangent())
     diagonal = pint.picard(lambda t, y: lam * y, torch.ones(3, dtype=F64), t,
                            jacobian=pint.DiagonalSecant(), **kw)
     scalar = pint.picard(lambda t, y: lam * y, torch.ones(3, dtype=F64), t,
@@ -149,7 +149,7 @@ def test_anderson_accelerates_picard(problem):
     t = torch.linspace(0, 6, 61, dtype=F64)
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     serial = pint.serial(problem, y0, t, method=pint.RK4(1))
-    kw = dict(step=pint.RK4(1), tol=1e-8, initial=pint.Extrapolate())
+    kw = dict(step=pint.RK4(1), tol=1e-8, initial=pint.Tangent())
     plain = pint.picard(problem, y0, t, **kw)
     anderson = pint.picard(problem, y0, t, jacobian=pint.Anderson(), **kw)
     assert anderson.converged and anderson.iterations < plain.iterations * 3 / 4
@@ -178,7 +178,7 @@ def test_extrapolated_stop_error_is_within_tolerance():
     serial = pint.serial(oscillator, y0, t, method=pint.RK4(1))
     for tol in (1e-4, 1e-7):
         sol = pint.picard(oscillator, y0, t, step=pint.RK4(1), tol=tol, jacobian=pint.Secant(),
-                          stop=pint.Extrapolated(), initial=pint.Extrapolate())
+                          stop=pint.Extrapolated(), initial=pint.Tangent())
         assert sol.converged
         assert float((sol.ys - serial.ys).abs().max()) <= 10 * tol
 
@@ -231,7 +231,7 @@ def test_extrapolated_fastest_must_be_a_ratio(fastest):
 def test_depth_is_one_round_per_iteration_plus_the_initial_evaluation():
     t = torch.linspace(0, 1, 11, dtype=F64)
     y0 = torch.ones(1, dtype=F64)
-    for initial, extra in ((pint.Constant(), 0), (pint.Extrapolate(), 1)):
+    for initial, extra in ((pint.Constant(), 0), (pint.Tangent(), 1)):
         sol = pint.picard(decay, y0, t, step=pint.RK4(1), tol=0.0, max_iters=5, initial=initial)
         assert sol.stats.sequential_nfe == 4 * 5 + extra
         # the window runs from the exact front to the end: it shrinks by one per iteration
@@ -269,7 +269,7 @@ def test_freeze_with_stop_on_independent_problems():
     serial = torch.stack([pint.serial(lambda t, y, i=i: f(t, y[None], torch.tensor([i]))[0],
                                       y0[i], t, method=pint.RK4(1)).ys for i in range(3)], 1)
     sol = pint.picard(f, y0, t, step=pint.RK4(1), window=15, tol=1e-8,
-                      jacobian=pint.Secant(), initial=pint.Extrapolate(),
+                      jacobian=pint.Secant(), initial=pint.Tangent(),
                       acceptance=pint.Freeze(tol=1e-12, stop=True), stop=pint.Extrapolated(),
                       vectorized=True, independent=True)
     assert sol.converged
@@ -348,7 +348,7 @@ def test_max_iters_zero_returns_the_initial_guess(initial):
     y0 = torch.tensor([1.0, 0.5], dtype=F64)
     sol = pint.picard(oscillator, y0, t, step=pint.RK4(1), max_iters=0, initial=initial)
     slope = oscillator(t[0], y0)
-    guess = y0 + (t - t[0])[:, None] * slope if isinstance(initial, pint.Extrapolate) else (
+    guess = y0 + (t - t[0])[:, None] * slope if isinstance(initial, pint.Tangent) else (
         y0.expand(11, 2))
     assert sol.iterations == 0 and not sol.converged and sol.residuals == []
     assert sol.stats.evaluations.get("step", 0) == 0

@@ -15,7 +15,7 @@ exact, so the iteration never needs more than ``N`` rounds and equals :func:`pin
 Strategies, each an object: the Jacobian model (:class:`Identity`; :class:`Secant`, one
 factor per step and problem; :class:`DiagonalSecant`, one per state component;
 :class:`Anderson`, triangular Anderson acceleration of any of them, after ParaTAA), the
-initial guess (:class:`Constant`, :class:`Extrapolate`, which with a sliding window also
+initial guess (:class:`Constant`, :class:`Tangent`, which with a sliding window also
 re-predicts the points beyond the window), the acceptance rule (:class:`ExactFront`: only the
 exact front is final and the problems stop by the stopping rule on the whole change;
 :class:`Freeze`: ParaDiGMS's acceptance of every front point whose change is below a tolerance,
@@ -25,7 +25,7 @@ adds the stopping rule once the window reaches the end).
 The package holds one module per kind of strategy: :mod:`~.jacobians` (the
 :class:`JacobianModel` protocol, :class:`Identity`, :class:`Secant`, :class:`DiagonalSecant`),
 :mod:`~.anderson` (:class:`Anderson`), :mod:`~.initial` (:class:`InitialGuess`,
-:class:`Constant`, :class:`Extrapolate`), :mod:`~.acceptance` (:class:`Acceptance`, which
+:class:`Constant`, :class:`Tangent`), :mod:`~.acceptance` (:class:`Acceptance`, which
 returns a :class:`Verdict` on a :class:`Window`; :class:`ExactFront`, :class:`Freeze`), and
 :mod:`~.solver` (:func:`picard`). Over a :class:`pint.transport.Distributed` transport the rows
 of every iteration are shared out over the ranks and gathered; every rank then applies the same
@@ -35,7 +35,7 @@ update, so the result equals the single process's bit for bit
 
 from .acceptance import Acceptance, ExactFront, Freeze, PointNorm, Verdict, Window
 from .anderson import Anderson, AndersonMixer
-from .initial import Constant, Extrapolate, InitialGuess
+from .initial import Constant, Extrapolate, InitialGuess, Tangent
 from .jacobians import DiagonalSecant, Identity, JacobianModel, Mixer, Secant
 from .solver import Picard, picard
 
@@ -55,6 +55,7 @@ __all__ = [
     "Picard",
     "PointNorm",
     "Secant",
+    "Tangent",
     "Verdict",
     "Window",
     "picard",

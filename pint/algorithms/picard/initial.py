@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ...engine import Propagation, Request
 
-__all__ = ["Constant", "Extrapolate", "InitialGuess"]
+__all__ = ["Constant", "Extrapolate", "InitialGuess", "Tangent"]
 
 
 @runtime_checkable
@@ -48,8 +48,9 @@ class Constant:
         return None
 
 
-class Extrapolate:
-    """One evaluation ``f(t_0, y0)`` and the straight line ``X_j = y0 + (t_j - t_0) f``:
+class Tangent:
+    """The tangent line at the start: one evaluation ``f(t_0, y0)`` and the straight line
+    ``X_j = y0 + (t_j - t_0) f``:
     for a diffusion probability-flow ODE it is DDIM's prediction of every point from the first
     denoiser output, a far better start than the noise itself.
 
@@ -60,7 +61,7 @@ class Extrapolate:
     """
 
     def __repr__(self) -> str:
-        return "Extrapolate()"
+        return "Tangent()"
 
     def guess(self, t: Tensor, y0: Tensor) -> Propagation:
         """The tangent line at ``t_0``."""
@@ -73,3 +74,8 @@ class Extrapolate:
         for Euler steps)."""
         h = (t[start:] - t[0]).reshape(-1, 1, *[1] * (end.ndim - 1))
         return end.unsqueeze(0) + h * slope.unsqueeze(0)
+
+
+Extrapolate = Tangent
+"""The former name of :class:`Tangent` (renamed: it read like :class:`pint.Extrapolated`, a
+stopping rule); kept as an alias."""

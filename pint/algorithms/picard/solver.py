@@ -75,7 +75,7 @@ def picard(
         jacobian: :class:`Identity` (default: Picard), :class:`Secant` or
             :class:`DiagonalSecant` (quasi-Newton), or :class:`Anderson` (triangular Anderson
             acceleration).
-        initial: :class:`Constant` (default) or :class:`Extrapolate`.
+        initial: :class:`Constant` (default) or :class:`Tangent`.
         acceptance: :class:`ExactFront` (default) or :class:`Freeze`.
         store_iterates: keep the trajectory after every iteration.
         callback: ``callback(k, ys, residual)`` after every iteration ``k`` (1 is the first), as
