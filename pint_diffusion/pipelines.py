@@ -12,7 +12,8 @@ those of the serial pipeline. Four pipelines use it:
 - :class:`ParallelFluxPipeline` (``FluxPipeline``),
 
 each built with ``from_pipe(pipe)`` (components shared) and called like the original plus
-``sampler=`` (default: :class:`DefaultSampler`, quasi-Newton or SRDS by scheduler)::
+``sampler=`` (default: :class:`DefaultSampler`, quasi-Newton or SRDS by scheduler) and, over
+``torch.distributed`` ranks, ``cfg_group=`` (CFG-parallel, see :class:`ParallelMixin`)::
 
     from pint_diffusion import SRDS
     from pint_diffusion.pipelines import ParallelStableDiffusionXLPipeline
