@@ -12,7 +12,8 @@ those of the serial pipeline. Four pipelines use it:
 - :class:`ParallelFluxPipeline` (``FluxPipeline``),
 
 each built with ``from_pipe(pipe)`` (components shared) and called like the original plus
-``sampler=`` (default: :class:`DefaultSampler`, quasi-Newton or SRDS by scheduler)::
+``sampler=`` (default: :class:`DefaultSampler`, quasi-Newton or SRDS by scheduler) and, over
+``torch.distributed`` ranks, ``cfg_group=`` (CFG-parallel, see :class:`ParallelMixin`)::
 
     from pint_diffusion import SRDS
     from pint_diffusion.pipelines import ParallelStableDiffusionXLPipeline
@@ -120,8 +121,10 @@ class _Loop:
     sampler on a copy of the real scheduler; every ``step`` returns the final latents."""
 
     def __init__(self, pipe: Any, scheduler: Any, capture: _Capture, family: type,
-                 sampler: Any, disable: bool, max_batch: int | str | None) -> None:
+                 sampler: Any, disable: bool, max_batch: int | str | None,
+                 cfg_group: Any = None) -> None:
         self.pipe = pipe
+        self.cfg_group = cfg_group
         self.scheduler = scheduler
         self.capture = capture
         self.family = family
@@ -187,15 +190,30 @@ class _Loop:
             else:
                 raise ValueError(f"{name} made {len(calls)} network calls of {rows} rows for "
                                  f"{batch} latents in its first step; not supported")
+        max_batch, blocks = self.max_batch, "auto"
+        if self.cfg_group is not None:
+            if uncond is None:
+                raise ValueError(f"cfg_group splits the unconditional and conditional rows of "
+                                 f"classifier-free guidance, which is off in this call of "
+                                 f"{name} (guidance_scale <= 1 or no negative conditioning); "
+                                 f"leave cfg_group=None")
+            from pint.transport.rows import SplitRows
+
+            call = SplitRows(call, None if isinstance(self.cfg_group, str) else self.cfg_group)
+            # each rank would time its own cost probe, and every rank must make the same calls
+            max_batch = None if max_batch == "auto" else max_batch
+            blocks = None
         model = Guided(call, cond, batch, uncond=uncond, scale=scale,
                        batched=self.family.batched_guidance)
         trajectory = scheduler_trajectory(copy.deepcopy(self.scheduler), model, sample,
                                           step_kwargs=kwargs,
                                           key=(capture.model, uncond is not None))
-        sampler = default_sampler(trajectory) if self.sampler is None else self.sampler
+        sampler = default_sampler(trajectory, blocks) if self.sampler is None else self.sampler
         _check_sampler(sampler, trajectory, self.scheduler)
+        if self.cfg_group is not None:
+            _check_agreed(sampler)
         samples, self.info = sampler.solve(trajectory, disable=self.disable,
-                                           max_batch=self.max_batch)
+                                           max_batch=max_batch)
         return samples
 
 
@@ -218,6 +236,47 @@ def _check_sampler(sampler: Any, trajectory: Any, scheduler: Any) -> None:
             f"from the serial result); use pint_diffusion.SRDS(...), tol=0, or a scheduler "
             f"without history (DDIMScheduler, EulerDiscreteScheduler, "
             f"FlowMatchEulerDiscreteScheduler)")
+
+
+def _check_agreed(sampler: Any) -> None:
+    """With ``cfg_group``, refuse a window (SRDS: block count) chosen by timing a cost probe:
+    each rank would time its own and choose its own, while the ranks of the group must make the
+    same network calls. (A sampler with its own ``group=`` has already made that choice
+    ``None``, see :func:`~pint_diffusion.samplers.auto.over_group`.)"""
+    from .samplers.auto import AutoWindow
+
+    for attr in ("window", "blocks"):
+        size = getattr(sampler, attr, None)
+        if (isinstance(size, str) and size == "auto") or (
+                isinstance(size, AutoWindow) and size.curve is None):
+            raise ValueError(
+                f"cfg_group: {type(sampler).__name__}({attr}='auto') times a cost probe on "
+                f"each rank, and the ranks of cfg_group must agree on the {attr}; give it as a "
+                f"number, None (the full window) or AutoWindow(curve=...)")
+
+
+def _check_cfg_group(cfg_group: Any, family: type) -> None:
+    """``cfg_group`` is ``None``, ``"default"`` or a process group, of an initialized
+    ``torch.distributed``, on a pipeline that batches classifier-free guidance."""
+    if cfg_group is None:
+        return
+    import torch.distributed as dist
+
+    if isinstance(cfg_group, str):
+        if cfg_group != "default":
+            raise ValueError(f"cfg_group must be None, \"default\" or a process group, got "
+                             f"{cfg_group!r}")
+    elif not dist.is_available() or not isinstance(cfg_group, dist.ProcessGroup):
+        raise TypeError(f"cfg_group must be None, \"default\" or a torch.distributed process "
+                        f"group, got {type(cfg_group).__name__}")
+    if not family.batched_guidance:
+        raise ValueError(f"cfg_group is not supported with {family.__name__}: its guidance "
+                         f"(e.g. Flux's true CFG) makes two network calls, not one batched "
+                         f"call to split; leave cfg_group=None")
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError("cfg_group needs an initialized process group: call "
+                         "torch.distributed.init_process_group() on every rank first "
+                         "(e.g. under torchrun)")
 
 
 #: Pipeline call options the parallel loop cannot honour, with their harmless values.
@@ -287,6 +346,22 @@ class ParallelMixin:
     is split into several calls: same result and depth, less memory); ``"auto"`` (default):
     what fits in the device's free memory (see :meth:`pint_diffusion.Sampler.solve`). Keyword
     arguments the pipeline does not name raise ``TypeError`` (diffusers would ignore them).
+
+    ``cfg_group=`` (a ``torch.distributed`` process group, or ``"default"``; default ``None``)
+    is CFG-parallel: the batched classifier-free guidance call (the unconditional rows, then the
+    conditional ones) is wrapped in :class:`pint.transport.rows.SplitRows`, so on 2 ranks one
+    evaluates the unconditional half and the other the conditional half, and every rank gets
+    the whole output (any group size works: the rows are split evenly). Every rank calls the
+    pipeline with the same arguments and latents and gets the same images, those of one process
+    (bit for bit when the network computes each row independently of its batch). It combines
+    with a sampler's own ``group=`` (the rows of its window over other ranks). Since the ranks
+    must make the same network calls, the window is not timed: without ``sampler=`` the
+    default sampler takes the full window (SRDS: ``round(2 sqrt(N))`` blocks), a sampler with
+    ``window="auto"`` is refused, and ``max_batch="auto"`` is no cap. A rank whose network
+    raises makes the others raise :class:`pint.distributed.RankFailed` naming it. Refused:
+    ``cfg_group`` with guidance off, on Flux (its true CFG makes two calls), or without an
+    initialized process group (``ValueError``).
+
     Refused with ``ValueError``: stochastic schedulers or options (``eta > 0``, ...),
     ``callback_on_step_end``, ``guidance_rescale > 0``, ``denoising_end``, IP-Adapter inputs,
     SD3's ``skip_guidance_layers``, a non-finite ``guidance_scale`` or ``true_cfg_scale`` (NaN
@@ -300,7 +375,7 @@ class ParallelMixin:
 
     @torch.no_grad()
     def __call__(self, *args: Any, sampler: Any = None, max_batch: int | str | None = "auto",
-                 **kwargs: Any) -> Any:
+                 cfg_group: Any = None, **kwargs: Any) -> Any:
         """The original pipeline's call with the parallel ``sampler``; see the class docs."""
         _check_names(super().__call__, kwargs)  # type: ignore[misc]
         for key, harmless in _REFUSED.items():
@@ -309,6 +384,7 @@ class ParallelMixin:
                     f"{key}={kwargs[key]!r} is not supported by parallel sampling (the loop's "
                     f"steps run out of order); leave it at {harmless!r}")
         _check_guidance(kwargs)
+        _check_cfg_group(cfg_group, self.family)
         _check_custom_schedule(self.scheduler, kwargs)
         if isinstance(sampler, type):
             raise TypeError(f"sampler must be a sampler object, not a class: got the class "
@@ -320,7 +396,8 @@ class ParallelMixin:
         network = getattr(self, self.network)
         scheduler = self.scheduler
         capture = _Capture(network, self.family.batched_guidance)
-        loop = _Loop(self, scheduler, capture, self.family, sampler, disable, max_batch)
+        loop = _Loop(self, scheduler, capture, self.family, sampler, disable, max_batch,
+                     cfg_group)
         object.__setattr__(self, self.network, capture)
         object.__setattr__(self, "scheduler", loop)
         try:
