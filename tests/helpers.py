@@ -73,6 +73,22 @@ def euler(**config: Any) -> Any:
     return EulerDiscreteScheduler(**{**SD_BETAS, "steps_offset": 1, **config})
 
 
+def conditioned_toy(samples: int = 3, steps: int = 30):
+    """A nonlinear, conditioned denoiser on small images (``model(x, sigma, cond)``), its
+    inputs ``x`` (``samples`` of them), a schedule of ``steps`` steps and the ``extra_args``."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 3, generator=g) * 0.5
+
+    def denoiser(x, sigma, cond):
+        mixed = torch.einsum("bchw,cd->bdhw", x, w)
+        s = sigma.reshape(-1, 1, 1, 1)
+        return x / (1 + s**2) + 0.5 * torch.tanh(mixed / (1 + s)) + cond.reshape(-1, 1, 1, 1)
+
+    sigmas = torch.cat([torch.linspace(20.0, 0.05, steps), torch.zeros(1)])
+    x = torch.randn(samples, 3, 6, 6, generator=g) * 20.0
+    return denoiser, x, sigmas, {"cond": torch.linspace(-0.5, 0.5, samples)}
+
+
 # -- several processes of a torch.distributed group (start method "spawn") ------------------
 def _entry(worker, rank, world, store, out, backend, args):
     torch.set_num_threads(1)

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import lotka, spawn, values
+from helpers import conditioned_toy, lotka, spawn, values
 
 import pint
 import pint.distributed
@@ -271,17 +271,7 @@ def test_a_raising_rank_that_exits_ends_every_process_with_a_python_error(tmp_pa
 def srds_worker(rank, world):
     from pint_diffusion import sample_srds
 
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(3, 3, generator=g) * 0.5
-
-    def denoiser(x, sigma, cond):
-        mixed = torch.einsum("bchw,cd->bdhw", x, w)
-        s = sigma.reshape(-1, 1, 1, 1)
-        return x / (1 + s**2) + 0.5 * torch.tanh(mixed / (1 + s)) + cond.reshape(-1, 1, 1, 1)
-
-    sigmas = torch.cat([torch.linspace(20.0, 0.05, 36), torch.zeros(1)])
-    x = torch.randn(4, 3, 6, 6, generator=g) * 20.0
-    extra = {"cond": torch.linspace(-0.5, 0.5, 4)}
+    denoiser, x, sigmas, extra = conditioned_toy(4, 36)
     out = {}
     for tol in (1e-3, 0.0):
         kw = dict(extra_args=extra, disable=True, return_info=True, tol=tol, blocks=6)

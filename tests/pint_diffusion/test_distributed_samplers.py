@@ -6,31 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import spawn, values
+from helpers import conditioned_toy, spawn, values
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
-
-
-def toy():
-    """A nonlinear, conditioned denoiser on small images, its inputs and a Karras-like
-    schedule."""
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(3, 3, generator=g) * 0.5
-
-    def denoiser(x, sigma, cond):
-        mixed = torch.einsum("bchw,cd->bdhw", x, w)
-        s = sigma.reshape(-1, 1, 1, 1)
-        return x / (1 + s**2) + 0.5 * torch.tanh(mixed / (1 + s)) + cond.reshape(-1, 1, 1, 1)
-
-    sigmas = torch.cat([torch.linspace(20.0, 0.05, 30), torch.zeros(1)])
-    x = torch.randn(3, 3, 6, 6, generator=g) * 20.0
-    return denoiser, x, sigmas, {"cond": torch.linspace(-0.5, 0.5, 3)}
 
 
 def samplers_worker(rank, world):
     from pint_diffusion import sample_picard, sample_quasi_newton
 
-    denoiser, x, sigmas, extra = toy()
+    denoiser, x, sigmas, extra = conditioned_toy()
     out = {}
     for name, sampler in (("picard", sample_picard), ("quasi-newton", sample_quasi_newton)):
         for window in (None, 8):
@@ -56,7 +40,7 @@ def test_picard_samplers_over_a_group_equal_one_process(world, tmp_path):
 def refuse_worker(rank, world, case):
     from pint_diffusion import sample_quasi_newton
 
-    denoiser, x, sigmas, extra = toy()
+    denoiser, x, sigmas, extra = conditioned_toy()
     calls = [0]
 
     def counted(x, sigma, cond):
@@ -92,7 +76,7 @@ def test_differing_inputs_are_refused_on_every_rank(case, match, tmp_path):
 def failing_worker(rank, world):
     from pint_diffusion import sample_quasi_newton
 
-    denoiser, x, sigmas, extra = toy()
+    denoiser, x, sigmas, extra = conditioned_toy()
     calls = [0]
 
     def flaky(x, sigma, cond):
