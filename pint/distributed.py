@@ -144,11 +144,10 @@ def picard(
     the iterations and the depth equal the single process's, bit for bit when ``f`` computes
     each row independently of the batch it is in. A group of one rank is the single process.
 
+    The other arguments are :func:`pint.picard`'s and must be the same on every rank (``y0``,
+    ``t`` and the options are compared up front).
+
     Args:
-        f, y0, t, step, window, tol, max_iters, norm, stop, jacobian, initial, acceptance,
-            vectorized, independent, store_iterates, callback, max_batch: as in
-            :func:`pint.picard`; the same on every rank (``y0``, ``t`` and the options are
-            compared up front).
         group, timeout: as in :func:`parareal`.
 
     Returns:

@@ -12,16 +12,15 @@ quasi-Newton Picard at their automatic defaults) samples the same noise in two r
   call costs about as much as one sample's (a GPU, up to its capacity) they come for free.
   The automatic window sees that in the measured cost curve and may run serially.
 
-:func:`run_demo` (in :mod:`.measure`) returns the rows of both tables (:class:`DemoRow`) and
-the points of the latency-against-batch sweep (:class:`Point`) as a :class:`DemoResult`
-(:mod:`.results`), and writes into the output folder ``results.json``, the sample grids, SRDS's
-refinement figure and residual plot, and ``latency_vs_batch.png`` (:mod:`.figures`: wall clock
-per sample against samples per call: where the curves cross answers "when should I sample in
-parallel"). :func:`format_tables` and :func:`summary` (:mod:`.report`) turn the result into the
-printed report. The default run (:data:`DEFAULT_STEPS`, :data:`DEFAULT_SWEEP`) takes about
-3 minutes on a 2-core CPU; ``--full`` adds the 1000-step runs (:data:`FULL_STEPS`,
-:data:`FULL_SWEEP`).
-"""
+:func:`run_demo` (in :mod:`.measure`) returns the rows of both tables (:class:`DemoRow`) and the
+points of the latency-against-batch sweep (:class:`~pint_diffusion.demo.results.Point`) as a
+:class:`DemoResult` (:mod:`.results`), and writes into the output folder ``results.json``, the
+sample grids, SRDS's refinement figure and residual plot, and ``latency_vs_batch.png``
+(:mod:`.figures`: wall clock per sample against samples per call: where the curves cross answers
+"when should I sample in parallel"). :func:`format_tables` and :func:`summary` (:mod:`.report`)
+turn the result into the printed report. The default run (:data:`DEFAULT_STEPS`,
+:data:`DEFAULT_SWEEP`) takes about 4 minutes on a shared 2-core CPU; ``--full`` adds the
+1000-step runs (:data:`FULL_STEPS`, :data:`FULL_SWEEP`). """
 
 from .figures import latency_figure, residual_figure, save_figure, save_refinement
 from .measure import (
