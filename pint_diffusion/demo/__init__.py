@@ -19,7 +19,7 @@ sample grids, SRDS's refinement figure and residual plot, and ``latency_vs_batch
 (:mod:`.figures`: wall clock per sample against samples per call: where the curves cross answers
 "when should I sample in parallel"). :func:`format_tables` and :func:`summary` (:mod:`.report`)
 turn the result into the printed report. The default run (:data:`DEFAULT_STEPS`,
-:data:`DEFAULT_SWEEP`) takes about 4 minutes on a shared 2-core CPU; ``--full`` adds the
+:data:`DEFAULT_SWEEP`) takes about 2 minutes on a 2-core CPU (4 under load); ``--full`` adds the
 1000-step runs (:data:`FULL_STEPS`, :data:`FULL_SWEEP`). """
 
 from .figures import latency_figure, residual_figure, save_figure, save_refinement

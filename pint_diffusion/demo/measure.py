@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_STEPS", "DEFAULT_SWEEP", "FULL_STEPS", "FULL_SWEEP", "DemoSa
            "table_rows"]
 
 DEFAULT_STEPS = (25, 100)
-"""Numbers of steps of the default run (about 3 minutes on a 2-core CPU)."""
+"""Numbers of steps of the default run (about 2 minutes on a 2-core CPU)."""
 FULL_STEPS = (25, 100, 1000)
 """Numbers of steps of ``--full``: the 1000-step runs cost most of the full sweep's time."""
 DEFAULT_SWEEP: dict[int, tuple[int, ...]] = {100: (1, 2, 4, 8, 20)}
