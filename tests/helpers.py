@@ -136,3 +136,12 @@ def values(results):
     for rank, result in results.items():
         assert result is not None and "error" not in result, f"rank {rank}: {result}"
     return [result["value"] for result in results.values()]
+
+
+def refused(results, match):
+    """Assert that every rank raised a ValueError whose message matches ``match``."""
+    import re
+
+    for rank, result in results.items():
+        assert result is not None and result.get("error") == "ValueError", (rank, result)
+        assert re.search(match, result["message"]), (rank, result["message"])
