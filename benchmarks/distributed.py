@@ -1,4 +1,4 @@
-"""Distributed Parareal and quasi-Newton Picard: 1 process against 2 (and 4) on a CPU (gloo).
+"""Distributed Parareal, quasi-Newton Picard and MGRIT: 1 process against 2 (and 4) on a CPU.
 
 The workload is one that a single process cannot spread over both cores: every process
 runs with ONE torch thread, and the vector field is a per-particle MLP (128 particles of
@@ -14,12 +14,14 @@ prefix skipping; iteration ``K``'s fine solves start before its convergence test
 ``sum_n min(n + 1, K + 1) / max_r sum_{n in r} min(n + 1, K + 1)``; the coarse sweep, the
 pipeline's fill and the extra speculative work of the ranks ahead lower it further.
 
-Quasi-Newton Picard (``pint.distributed.picard``, :class:`pint.Secant`, one RK4 step of the
-fine propagator per interval of the same grid) shares each iteration's rows out over the ranks
-instead: its ceiling is the balance of the rows, ``rows / max_r rows_r`` per iteration (the
-recurrence, replicated on every rank, and the exchange of the rows lower it). ``--processes 1 2
-4`` adds 4 processes (on 2 cores they share them: a correctness and overhead run, not a scaling
-one).
+Quasi-Newton Picard (``pint.distributed.picard``, :class:`pint.Secant`) and MGRIT
+(``pint.distributed.mgrit``, FCF, coarsening ``FINE_STEPS``, so its coarse grid is Parareal's
+slices), each with one RK4 step of the fine propagator per interval of the same grid, share
+each round's rows out over the ranks instead: their ceiling is the balance of the rows,
+``rows / max_r rows_r`` per round (the updates, replicated on every rank, the exchange of the
+rows and, for MGRIT, the coarsest level's serial solve, one row per round, lower it).
+``--processes 1 2 4`` adds 4 processes (on 2 cores they share them: a correctness and
+overhead run, not a scaling one).
 
 Run: ``python benchmarks/distributed.py [--quick] [--processes 1 2]``; writes
 ``benchmarks/results/distributed.json`` and ``.md``.
@@ -63,11 +65,26 @@ def problem() -> tuple[object, torch.Tensor, torch.Tensor]:
     return f, y0, torch.linspace(0.0, 4.0, SLICES + 1, dtype=torch.float64)
 
 
-def solve(method: str) -> pint.Solution:
+def rows_solve(method: str, distributed: bool) -> pint.Solution:
+    """Picard or MGRIT on the fine grid, over the default group or in this process."""
     f, y0, t = problem()
+    grid = picard_grid(t)
     if method == "picard":
-        return pint.distributed.picard(f, y0, picard_grid(t), step=pint.RK4(1), tol=TOL,
-                                       jacobian=pint.Secant(), vectorized=True)
+        run = pint.distributed.picard if distributed else pint.picard
+        return run(f, y0, grid, step=pint.RK4(1), tol=TOL, jacobian=pint.Secant(),
+                   vectorized=True)
+    run = pint.distributed.mgrit if distributed else pint.mgrit
+    return run(f, y0, grid, propagator=pint.RK4(1), coarsening=FINE_STEPS, tol=TOL,
+               vectorized=True)
+
+
+ROWS_METHODS = {"picard": "quasi-Newton Picard", "mgrit": "MGRIT FCF"}
+
+
+def solve(method: str) -> pint.Solution:
+    if method in ROWS_METHODS:
+        return rows_solve(method, distributed=True)
+    f, y0, t = problem()
     return pint.distributed.parareal(f, y0, t, coarse=pint.RK4(1), fine=pint.RK4(FINE_STEPS),
                                      tol=TOL, vectorized=True)
 
@@ -152,7 +169,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2],
-                        help="group sizes of the quasi-Newton rows")
+                        help="group sizes of the row-sharing runs (quasi-Newton, MGRIT)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     torch.set_num_threads(1)
@@ -168,10 +185,6 @@ def main() -> None:
     two_s, two = distributed_run(2, repeats)
     assert torch.equal(one.ys, two.ys) and one.iterations == two.iterations
     k = two.iterations
-    qn_single_s, qn_single = median_time(
-        lambda: pint.picard(f, y0, picard_grid(t), step=pint.RK4(1), tol=TOL,
-                            jacobian=pint.Secant(), vectorized=True), repeats)
-    qn = {world: distributed_run(world, repeats, "picard") for world in args.processes}
     rows = [
         dict(method="pint.serial RK4 (1 process)", processes=1, iterations=0,
              nfe=serial.stats.nfe, wall_s=serial_s, speedup=None, ceiling=None, max_error=0.0),
@@ -185,18 +198,22 @@ def main() -> None:
         dict(method="pint.distributed.parareal", processes=2, iterations=k, nfe=two.stats.nfe,
              wall_s=two_s, speedup=one_s / two_s, ceiling=ceiling(k, 2),
              max_error=float((two.ys - serial.ys).abs().max())),
-        dict(method="pint.picard quasi-Newton (1 process)", processes=1,
-             iterations=qn_single.iterations, nfe=qn_single.stats.nfe, wall_s=qn_single_s,
-             speedup=None, ceiling=None,
-             max_error=float((qn_single.ys[::FINE_STEPS] - serial.ys).abs().max())),
     ]
-    base_s = qn[min(qn)][0]
-    for world, (wall, sol) in qn.items():
-        assert torch.equal(sol.ys, qn_single.ys) and sol.iterations == qn_single.iterations
-        rows.append(dict(method="pint.distributed.picard quasi-Newton", processes=world,
-                         iterations=sol.iterations, nfe=sol.stats.nfe, wall_s=wall,
-                         speedup=base_s / wall, ceiling=float(world),
-                         max_error=float((sol.ys[::FINE_STEPS] - serial.ys).abs().max())))
+    for method, name in ROWS_METHODS.items():
+        alone_s, alone = median_time(lambda method=method: rows_solve(method, False), repeats)
+        rows.append(dict(method=f"pint.{method} {name} (1 process)", processes=1,
+                         iterations=alone.iterations, nfe=alone.stats.nfe, wall_s=alone_s,
+                         speedup=None, ceiling=None,
+                         max_error=float((alone.ys[::FINE_STEPS] - serial.ys).abs().max())))
+        runs = {world: distributed_run(world, repeats, method) for world in args.processes}
+        base_s = runs[min(runs)][0]
+        for world, (wall, sol) in runs.items():
+            assert torch.equal(sol.ys, alone.ys) and sol.iterations == alone.iterations
+            assert sol.stats.sequential_nfe == alone.stats.sequential_nfe
+            rows.append(dict(method=f"pint.distributed.{method} {name}", processes=world,
+                             iterations=sol.iterations, nfe=sol.stats.nfe, wall_s=wall,
+                             speedup=base_s / wall, ceiling=float(world),
+                             max_error=float((sol.ys[::FINE_STEPS] - serial.ys).abs().max())))
     machine = {"machine": platform.machine(), "processor": cpu_model(),
                "cpu_cores": os.cpu_count(), "threads_per_process": 1, "torch": torch.__version__,
                "python": platform.python_version(), "backend": "gloo",
@@ -207,7 +224,7 @@ def main() -> None:
     (RESULTS / "distributed.json").write_text(
         json.dumps({"machine": machine, "setup": setup, "rows": rows}, indent=1) + "\n")
     lines = [
-        f"# Distributed Parareal and quasi-Newton: 1 vs 2 processes ({SLICES} slices, "
+        f"# Distributed Parareal, quasi-Newton and MGRIT: 1 vs 2 processes ({SLICES} slices, "
         f"RK4({FINE_STEPS}) fine, RK4(1) coarse, tol {TOL:g})",
         "",
         f"Machine: {machine['processor']}, {machine['cpu_cores']} cores, one torch thread per "
@@ -230,12 +247,15 @@ def main() -> None:
         "no more fine solves; the ceiling above), the coarse sweep that crosses both ranks once, "
         "the pipeline's fill, and the speculative work of the rank ahead.",
         "",
-        f"Quasi-Newton Picard (`pint.Secant`) on the fine grid ({SLICES * FINE_STEPS} RK4 "
-        "steps) shares each iteration's rows out over the ranks; its results equal the single "
-        "process's bit for bit (checked). Its speedup is against its own run on "
-        f"{min(qn)} process(es); the ceiling is the number of processes (the rows split "
-        "evenly), lowered by the replicated recurrence and the exchange of the rows"
-        + (", and by the 2 cores the 4 processes share" if max(qn) > 2 else "") + ".",
+        f"Quasi-Newton Picard (`pint.Secant`) and MGRIT (FCF, coarsening {FINE_STEPS}) on the "
+        f"fine grid ({SLICES * FINE_STEPS} RK4 steps) share each round's rows out over the "
+        "ranks; their results, iterations and depths equal the single process's bit for bit "
+        "(checked). Each speedup is against its own run on "
+        f"{min(args.processes)} process(es); the ceiling is the number of processes (the rows "
+        "split evenly), lowered by the updates every rank repeats, the exchange of the rows "
+        "and, for MGRIT, the coarsest level's serial solve (one row per round)"
+        + (", and by the 2 cores the 4 processes share" if max(args.processes) > 2 else "")
+        + ".",
         "",
         "| method | processes | iterations | nfe | wall (s) | speedup | ceiling "
         "| max error vs serial |",

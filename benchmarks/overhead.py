@@ -21,7 +21,7 @@ the same fine grid.
 Both are checked out with ``git worktree add`` into a temporary folder; each repeat runs one
 subprocess per tree (alternating, ``PYTHONPATH`` pointing at that tree), which times every method
 once after a warm-up, so each ratio compares runs of one process under the same load. Medians
-over the repeats; writes ``benchmarks/results/overhead_against.{json,md}``.
+over the repeats; writes ``benchmarks/results/overhead_against_<commit>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -261,8 +261,9 @@ def against(commit: str, repeats: int, threads: int) -> None:
         "time (`time.process_time`), which other processes on a shared machine disturb less "
         "(one torch thread: CPU time is the work done); `(s)`: median wall seconds.",
     ])
-    write_results(f"{NAME}_against", dict(machine=info, trees=trees,
-                                          repeats=repeats, times=times, rows=rows), markdown)
+    write_results(f"{NAME}_against_{trees['before']}",
+                  dict(machine=info, trees=trees, repeats=repeats, times=times, rows=rows),
+                  markdown)
     print(markdown)
 
 

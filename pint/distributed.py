@@ -1,25 +1,30 @@
-"""Parareal and Picard/quasi-Newton over processes and GPUs (``torch.distributed``).
+"""Parareal, Picard/quasi-Newton and MGRIT over processes and GPUs (``torch.distributed``).
 
-The algorithms are :func:`pint.parareal`'s and :func:`pint.picard`'s own;
-:class:`pint.transport.distributed.Distributed` moves the data: Parareal's time slices are
-spread over the ranks (boundaries sent on, residuals reduced), Picard's rows of each iteration
-are shared out and gathered. Launch with ``torchrun`` (see the docs page *Distributed
-Parareal* and the how-to *Several GPUs*)::
+The algorithms are :func:`pint.parareal`'s, :func:`pint.picard`'s and :func:`pint.mgrit`'s
+own; :class:`pint.transport.distributed.Distributed` moves the data and knows no algorithm.
+Parareal's time slices are spread over the ranks (boundaries sent on to the next rank, the
+residual shares of each iteration gathered). For Picard and MGRIT every rank holds the whole
+trajectory, and the engine shares out the rows of each round (a window's points, a
+relaxation's intervals) and gathers them. Launch with ``torchrun`` (see the docs page
+*Distributed Parareal* and the how-to *Several GPUs*)::
 
     torch.distributed.init_process_group("gloo")  # "nccl" on GPUs
     sol = pint.distributed.parareal(f, y0, t, coarse=pint.RK4(1), fine=pint.RK4(100))
     sol = pint.distributed.picard(f, y0, t, step=pint.RK4(1), jacobian=pint.Secant())
+    sol = pint.distributed.mgrit(f, y0, t, propagator=pint.RK4(1), coarsening=4)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import torch.distributed as dist
 from torch import Tensor
 
 from .algorithms.driver import Callback, Norm, StopRule
+from .algorithms.mgrit import Cycle, Relaxation
+from .algorithms.mgrit import mgrit as _mgrit
 from .algorithms.parareal import parareal as _parareal
 from .algorithms.picard import Acceptance, InitialGuess, JacobianModel
 from .algorithms.picard import picard as _picard
@@ -27,7 +32,7 @@ from .propagators import Propagator
 from .solution import Solution
 from .transport.distributed import Distributed, DistributedError, RankFailed, slice_ranges
 
-__all__ = ["Distributed", "DistributedError", "RankFailed", "parareal", "picard",
+__all__ = ["Distributed", "DistributedError", "RankFailed", "mgrit", "parareal", "picard",
            "slice_ranges"]
 
 
@@ -136,12 +141,12 @@ def picard(
 ) -> Solution:
     """:func:`pint.picard` with each iteration's rows shared out over the ranks of ``group``.
 
-    Every rank holds a replica of ``f`` and the whole trajectory. In every iteration rank ``r``
-    evaluates the ``r``-th contiguous share of the window's rows (one step per row); the
-    shares are gathered on every rank and every rank applies the same update (the
-    recurrence, Anderson's fits, the acceptance and the stopping rule run identically on each).
-    Rank 0 computes the initial guess and sends it to the others. So on every rank the result,
-    the iterations and the depth equal the single process's, bit for bit when ``f`` computes
+    Every rank holds a replica of ``f`` and the whole trajectory. In every round of
+    evaluations (the initial guess's, each step of an iteration's window) rank ``r`` evaluates
+    the ``r``-th contiguous share of the rows; the shares are gathered on every rank and every
+    rank applies the same update (the recurrence, Anderson's fits, the acceptance and the
+    stopping rule run identically on each). So on every rank the result, the iterations, the
+    depth and the evaluations equal the single process's, bit for bit when ``f`` computes
     each row independently of the batch it is in. A group of one rank is the single process.
 
     The other arguments are :func:`pint.picard`'s and must be the same on every rank (``y0``,
@@ -152,8 +157,8 @@ def picard(
 
     Returns:
         On every rank, the :class:`pint.Solution` of :func:`pint.picard`; ``stats`` counts the
-        evaluations of all ranks, ``sequential_nfe`` is the depth (each iteration's deepest
-        share), ``calls`` and ``wall_time`` are this rank's.
+        evaluations of all ranks, ``sequential_nfe`` is the depth (the rounds), ``calls`` and
+        ``wall_time`` are this rank's.
 
     Raises:
         ValueError: invalid arguments on any rank (every rank raises), or ``y0``, ``t`` or
@@ -176,3 +181,68 @@ def picard(
                    vectorized=vectorized, independent=independent,
                    store_iterates=store_iterates, callback=callback, max_batch=max_batch,
                    transport=transport)
+
+
+def mgrit(
+    f: Callable[..., Tensor],
+    y0: Tensor,
+    t: Tensor,
+    *,
+    propagator: Propagator,
+    coarsening: int | Sequence[int] = 2,
+    levels: int | None = None,
+    relaxation: Relaxation | None = None,
+    cycle: Cycle | None = None,
+    tol: float = 1e-7,
+    max_iters: int | None = None,
+    norm: Norm | None = None,
+    vectorized: bool = False,
+    coarse_propagator: Propagator | Sequence[Propagator] | None = None,
+    store_iterates: bool = False,
+    callback: Callback | None = None,
+    group: dist.ProcessGroup | None = None,
+    timeout: float | timedelta = 300.0,
+) -> Solution:
+    """:func:`pint.mgrit` with each round's rows shared out over the ranks of ``group``.
+
+    Every rank holds a replica of ``f`` and every level's states. The rows of a round are the
+    intervals of a relaxation sweep (F: one row per C-interval; C and the restriction: one
+    per C-point), so rank ``r`` evaluates the ``r``-th contiguous share of them; the shares
+    are gathered on every rank and every rank applies the same update (the FAS right-hand
+    sides, the coarsest level's serial solve, the correction, the residual). So on every rank
+    the result, the iterations, the depth and the evaluations equal the single process's, bit
+    for bit when ``f`` computes each row independently of the batch it is in. The coarsest
+    solve has one row per round: one rank computes it while the others wait, as in one
+    process. Each round moves the round's rows between all ranks, so the speedup grows with
+    the cost of a row (a PDE's right-hand side, a network) against the cost of a message.
+
+    The other arguments are :func:`pint.mgrit`'s and must be the same on every rank (``y0``,
+    ``t`` and the options are compared up front).
+
+    Args:
+        group, timeout: as in :func:`parareal`.
+
+    Returns:
+        On every rank, the :class:`pint.Solution` of :func:`pint.mgrit`; ``calls`` and
+        ``wall_time`` are this rank's.
+
+    Raises:
+        ValueError: invalid arguments on any rank (every rank raises), or ``y0``, ``t`` or
+            options that differ between ranks; refused before any evaluation.
+        RankFailed: another rank raised during the solve; ``error.rank`` names it.
+        DistributedError: a rank died or did not answer within ``timeout``.
+
+    Example (run with ``torchrun --nproc-per-node 2 script.py``)::
+
+        import torch, torch.distributed as dist, pint, pint.distributed
+        dist.init_process_group("gloo")
+        t = torch.linspace(0, 1, 65, dtype=torch.float64)
+        sol = pint.distributed.mgrit(lambda t, y: -y, torch.ones(1, dtype=torch.float64), t,
+                                     propagator=pint.RK4(1), coarsening=4, tol=1e-10)
+        dist.destroy_process_group()
+    """
+    transport = Distributed(group, timeout)
+    return _mgrit(f, y0, t, propagator=propagator, coarsening=coarsening, levels=levels,
+                  relaxation=relaxation, cycle=cycle, tol=tol, max_iters=max_iters, norm=norm,
+                  vectorized=vectorized, coarse_propagator=coarse_propagator,
+                  store_iterates=store_iterates, callback=callback, transport=transport)

@@ -142,6 +142,12 @@ def scalar_norm(value: object) -> Tensor:
     return value.reshape(())
 
 
+def largest(change: Tensor) -> Tensor:
+    """The largest absolute entry of each problem's change, ``(points, S, *state)`` -> ``(S,)``
+    (the default norm)."""
+    return change.abs().transpose(0, 1).flatten(1).amax(1)
+
+
 def vectorize(f: Callable[..., Tensor], vectorized: bool) -> VectorField:
     """``f`` as a batched vector field: itself when ``vectorized``, else vmapped over rows."""
     if vectorized:
@@ -223,11 +229,15 @@ class Iterations:
         """One residual per active problem from ``change``, ``(points, S, *state)``: the
         user's norm of each problem's change, or the largest absolute entry."""
         if self.norm is None:
-            values = change.abs().transpose(0, 1).flatten(1).amax(1)
-        else:
-            values = torch.stack([scalar_norm(self.norm(change[:, i]))
-                                  for i in range(change.shape[1])])
-        self.verify()  # a non-finite evaluation is the error to report, not its residual
+            return self.checked(largest(change))
+        return self.checked(torch.stack([scalar_norm(self.norm(change[:, i]))
+                                         for i in range(change.shape[1])]))
+
+    def checked(self, values: Tensor) -> Tensor:
+        """``values`` (one residual per active problem) on the CPU in float64, once the engine's
+        pending checks passed (a non-finite evaluation is the error to report, not the
+        residual it caused); a ValueError unless they are finite and ``>= 0``."""
+        self.verify()
         values = values.detach().to("cpu", torch.float64)
         if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
             raise ValueError(f"the residual norm must return finite values >= 0, got "
@@ -360,13 +370,15 @@ class Steps(Protocol):
 
 
 def drive(steps: Steps, engine: Engine, iterations: Iterations, transport: Any = None) -> Solution:
-    """Run ``steps`` to the end: its set-up, then its steps until every problem has stopped (or
-    it has none left), and its outcome as a :class:`pint.Solution` with the wall time. Whatever
-    happens, the engine's live tasks are closed; on an error the transport (if any) tells the
-    other processes before it propagates."""
+    """Run ``steps`` to the end: the transport (if any) opens, then the steps' set-up, their
+    steps until every problem has stopped (or they have none left), and their outcome as a
+    :class:`pint.Solution` with the wall time. Whatever happens, the engine's live tasks are
+    closed; on an error the transport tells the other processes before it propagates."""
     start = time.perf_counter()
     try:
         try:
+            if transport is not None:
+                transport.open()
             steps.begin()
             while not iterations.done and steps.step():
                 pass
@@ -375,7 +387,7 @@ def drive(steps: Steps, engine: Engine, iterations: Iterations, transport: Any =
         outcome = steps.end()
     except BaseException as error:  # tell the other processes, then raise it here
         if transport is not None:
-            transport.abort(None, error)
+            transport.abort(error)
         raise
     return iterations.solution(outcome.ys, engine, time.perf_counter() - start,
                                outcome.predicted, depth=outcome.depth,

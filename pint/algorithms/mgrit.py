@@ -53,7 +53,8 @@ from torch import Tensor
 from ..engine import Engine, Location, NonFiniteError, Propagation, Request, Task, VectorField
 from ..propagators import Propagator
 from ..solution import Solution
-from .checks import check_options, check_propagators
+from ..transport import Local, Transport
+from .checks import check_options, check_propagators, signature
 from .driver import (
     Callback,
     Iterations,
@@ -146,6 +147,7 @@ def mgrit(
     coarse_propagator: Propagator | Sequence[Propagator] | None = None,
     store_iterates: bool = False,
     callback: Callback | None = None,
+    transport: Transport | None = None,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, by MGRIT iterations (nonlinear FAS).
 
@@ -185,6 +187,10 @@ def mgrit(
         callback: called after each iteration ``k`` (0: the initial guess) as
             ``callback(k, ys, residual)`` with a copy of the states at all points of ``t`` and
             the residual (a 0-d tensor).
+        transport: where the rows of each round are evaluated: :class:`pint.transport.Local`
+            (default) or :class:`pint.transport.Distributed`, over whose ranks the engine
+            shares out every round's rows (a relaxation's intervals) and gathers the results,
+            every rank then applying the same update (see :func:`pint.distributed.mgrit`).
 
     Returns:
         A :class:`pint.Solution`: ``ys`` at every point of ``t``, ``iterations`` after the
@@ -210,23 +216,35 @@ def mgrit(
         >>> bool(torch.allclose(sol.ys, exact, atol=1e-12)), sol.converged
         (True, True)
     """
-    factors = _factors(coarsening, levels)
-    grids = _grid_sizes(len(t) - 1 if isinstance(t, Tensor) and t.ndim == 1 else 0, factors,
-                        coarsening, levels)
-    max_iters = check_options(y0, t, tol=tol, max_iters=max_iters, norm=norm, stop=Tolerance(),
-                              independent=False, limit=grids[1], callback=callback)
-    propagators = _propagators(propagator, coarse_propagator, len(factors))
-    relaxation = FCFRelaxation() if relaxation is None else relaxation
-    cycle = VCycle() if cycle is None else cycle
-    if not isinstance(relaxation, Relaxation):
-        raise TypeError(f"relaxation must be pint.FRelaxation() or pint.FCFRelaxation(), got "
-                        f"{relaxation!r}")
-    if not isinstance(cycle, Cycle):
-        raise TypeError(f"cycle must be pint.VCycle() or pint.FCycle(), got {cycle!r}")
+    transport = Local() if transport is None else transport
+    error = None
+    try:
+        factors = _factors(coarsening, levels)
+        grids = _grid_sizes(len(t) - 1 if isinstance(t, Tensor) and t.ndim == 1 else 0,
+                            factors, coarsening, levels)
+        max_iters = check_options(y0, t, tol=tol, max_iters=max_iters, norm=norm,
+                                  stop=Tolerance(), independent=False, limit=grids[1],
+                                  callback=callback)
+        propagators = _propagators(propagator, coarse_propagator, len(factors))
+        relaxation = FCFRelaxation() if relaxation is None else relaxation
+        cycle = VCycle() if cycle is None else cycle
+        if not isinstance(relaxation, Relaxation):
+            raise TypeError(f"relaxation must be pint.FRelaxation() or pint.FCFRelaxation(), "
+                            f"got {relaxation!r}")
+        if not isinstance(cycle, Cycle):
+            raise TypeError(f"cycle must be pint.VCycle() or pint.FCycle(), got {cycle!r}")
+    except (TypeError, ValueError) as caught:  # raised on every process by the agreement
+        error = caught
+    transport.agree(y0, t, (float(tol) if error is None else tol, max_iters if error is None
+                            else None, norm is None, coarsening, levels,
+                            *map(signature, (propagator, coarse_propagator, relaxation,
+                                             cycle))),
+                    error, values=True)
     solver = _MGRIT(
         f=vectorize(f, vectorized), y0=y0, t=t, factors=factors,
         propagators=propagators, relaxation=relaxation, cycle=cycle, tol=float(tol),
         max_iters=max_iters, norm=norm, store_iterates=store_iterates, callback=callback,
+        transport=transport,
     )
     return solver.run()
 
@@ -336,8 +354,9 @@ class _MGRIT:
     def __init__(self, *, f: VectorField, y0: Tensor, t: Tensor, factors: list[int],
                  propagators: list[Propagator], relaxation: Relaxation, cycle: Cycle,
                  tol: float, max_iters: int, norm: Norm | None, store_iterates: bool,
-                 callback: Callback | None) -> None:
-        self.engine = Engine(f)
+                 callback: Callback | None, transport: Transport) -> None:
+        self.engine = Engine(f, transport=transport)
+        self.transport = transport
         self.relaxation, self.cycle, self.norm = relaxation, cycle, norm
         self.it = Iterations(y0.unsqueeze(0), len(t), tol=tol, stop=Tolerance(), norm=None,
                              max_iters=max_iters, exact_after=max_iters + 1, callback=callback,
@@ -361,7 +380,7 @@ class _MGRIT:
     # -- the steps :func:`~pint.algorithms.driver.drive` runs --------------------------------
     def run(self) -> Solution:
         """The solve, by :func:`pint.algorithms.driver.drive`."""
-        return drive(self, self.engine, self.it)
+        return drive(self, self.engine, self.it, self.transport)
 
     def begin(self) -> None:
         """The nested iteration; the initial guess is tested only when no iteration may run."""
@@ -380,6 +399,7 @@ class _MGRIT:
 
     def end(self) -> Outcome:
         """The fine level's states; the evaluations of the fine level and of the coarse ones."""
+        self.transport.close()
         rows = Counter(self.engine.rows)
         fine_nfe = rows.pop("level 0", 0)
         evaluations = {"fine": fine_nfe, "coarse": sum(rows.values())}

@@ -11,9 +11,11 @@ slices ``n >= k`` are propagated again: the fine batch shrinks every iteration, 
 iterations reproduce the serial fine solve.
 
 The solver is driven by events: a propagation completes, a boundary arrives from another
-process, the convergence test of an iteration is decided. A :mod:`transport <pint.transport>`
-says which boundaries this process owns and carries boundaries and residuals between processes;
-in a single process (:class:`pint.transport.Local`) it owns them all and carries nothing.
+process, the residuals of an iteration are gathered. A :mod:`transport <pint.transport>` says
+which boundaries this process owns, hands boundary ``hi`` to the process that owns the next
+ones (:meth:`~pint.transport.Transport.send`) and gathers each iteration's residual shares
+(:meth:`~pint.transport.Transport.post`), which this module reduces; in a single process
+(:class:`pint.transport.Local`) it owns them all and carries nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor
 from ..engine import Engine, Location, NonFiniteError, Task
 from ..propagators import Propagator, propagation, slice_depths
 from ..solution import Solution
-from ..transport import Local, Transport
+from ..transport import Event, Gathered, Local, Transport
 from .checks import check_options, check_propagators
 from .driver import (
     Callback,
@@ -36,6 +38,7 @@ from .driver import (
     StopRule,
     Tolerance,
     drive,
+    largest,
     vectorize,
 )
 
@@ -238,38 +241,58 @@ class Parareal:
         # interleave (a rank's own rounds of other work are no dependency).
         self.done_at: dict[tuple[str, int, int], int] = {}  # (label, slice, iteration) -> depth
         self.decided = -1  # the last iteration whose convergence test is known
-        self.labels = ("coarse", "fine")  # the kinds of work, as counted in Stats.evaluations
-        self.pending: tuple[int, object] | None = None  # the convergence test in flight
+        self.pending: int | None = None  # the iteration whose residuals are being gathered
 
     def run(self) -> Solution:
         """The solve, by :func:`pint.algorithms.driver.drive`."""
         return drive(self, self.engine, self.it, self.transport)
 
     def begin(self) -> None:
-        """Start the transport and the coarse sweep from boundary 0."""
-        self.transport.begin(self)
+        """The coarse sweep from boundary 0."""
         if self.lo == 0:
             self.form(0, 0, self.tables[0][0], 0)
 
     def step(self) -> bool:
-        """Deliver what arrived, else run a round, else wait for a message."""
-        if not self.transport.poll(self):
-            if self.engine.live:
-                self.engine.step()
-            else:
-                self.transport.wait(self)
+        """Handle what arrived, else run a round, else wait for a message."""
+        event = self.transport.poll()
+        if event is not None:
+            self.on(event)
+        elif self.engine.live:
+            self.engine.step()
+        else:
+            self.on(self.transport.wait(self.awaited()))
         return True
 
     def end(self) -> Outcome:
         """The result and the evaluations of all processes, the depth, the predicted depth."""
         k = int(self.it.sample_iterations.max())
-        ys, evaluations, depth = self.transport.finish(
-            self, self.it.result, dict(self.engine.rows), self.formed_at.get(k, 0))
+        closed = self.transport.close(self.it.result[1 if self.lo > 0 else 0:],
+                                      dict(self.engine.rows), self.formed_at.get(k, 0))
+        ys = closed.parts[0] if len(closed.parts) == 1 else torch.cat(closed.parts)
         c_depth, f_depth = slice_depths(self.coarse, self.t), slice_depths(self.fine, self.t)
         predicted = None
         if c_depth is not None and f_depth is not None:
             predicted = predicted_depth(self.n, k, c_depth, f_depth, self.pipelined)
-        return Outcome(ys, evaluations, depth, predicted)
+        # in one process the engine's rounds are the depth; over several, the graph's
+        depth = closed.depth if self.transport.distributed else None
+        return Outcome(ys, closed.evaluations, depth, predicted)
+
+    def on(self, event: Event) -> None:
+        """A boundary arrived from the previous process, or an iteration's residual shares
+        were gathered."""
+        if self.it.done:  # the solve is over here: what other processes still send is moot
+            return
+        if isinstance(event, Gathered):
+            self.decide(event.key, self.reduce(event.values))
+        else:
+            self.receive(event.key, event.value.to(self.t.device), event.clock)
+
+    def awaited(self) -> str:
+        """What this process waits for when it has nothing to compute."""
+        waits = [] if self.lo == 0 else [f"boundary {self.lo} from the previous process"]
+        if self.pending is not None:
+            waits.append(f"the residuals of iteration {self.pending}")
+        return " or ".join(waits)
 
     # -- the dependency graph ------------------------------------------------------------
     def table(self, k: int) -> Tensor:
@@ -313,7 +336,7 @@ class Parareal:
             return
         self.formed_at[k] = clock
         if self.hi < self.n:
-            self.transport.send(self, k, table[-1], clock)
+            self.transport.send(k, table[-1], clock)
         self.complete.add(k)
         self.test_next()
 
@@ -372,8 +395,24 @@ class Parareal:
             return
         own = 1 if self.lo > 0 else 0  # boundary lo belongs to the previous process
         change = self.it.take((self.table(k) - self.table(k - 1))[own:], dim=1)
-        self.pending = (k, self.transport.residuals(self, k, change))
-        self.transport.poll(self)
+        self.pending = k
+        # this process's share: the largest change per problem, or (a custom norm needs all
+        # of it) the change itself
+        self.transport.post(k, change if self.it.norm is not None else largest(change).to(
+            "cpu", torch.float64))
+        event = self.transport.poll()  # in one process: the residuals, at once
+        if event is not None:
+            self.on(event)
+
+    def reduce(self, shares: list[Tensor]) -> Tensor:
+        """The residuals from every process's share (in process order): the largest of the
+        largest changes, or the norm of the whole change. The shares do not overlap, so this
+        is exactly the single process's residual."""
+        if self.it.norm is None:
+            return self.it.checked(shares[0] if len(shares) == 1 else
+                                   torch.stack(shares).amax(0))
+        change = shares[0] if len(shares) == 1 else torch.cat(shares)
+        return self.it.residual(change.to(self.t.device))
 
     def decide(self, k: int, residual: Tensor | None) -> None:
         """The residuals of iteration ``k`` are known: stop or go on."""

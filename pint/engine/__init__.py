@@ -30,10 +30,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from numbers import Integral
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..transport import Transport
 
 #: The most finiteness checks an engine keeps unread; one more reads them all (a sync).
 MAX_PENDING_CHECKS = 64
@@ -167,16 +170,26 @@ class Engine:
             so a round costs no host-device synchronisation of its own.
         max_batch: the most rows in one call of ``f``; a round with more rows is split into
             several calls (same depth: it is still one round). ``None``: no limit.
+        transport: the processes that share each round's rows (a
+            :class:`pint.transport.Transport`; ``None`` or a local one: this process
+            evaluates them all). Every process runs the same tasks; each evaluates its share
+            (:meth:`~pint.transport.Transport.share`), checks it at once for non-finite values
+            (so the process that computed a bad row names it, and the others learn that it
+            failed), and gathers the others' (:meth:`~pint.transport.Transport.gather`). So
+            every process advances its tasks with the same values: the rounds, the rows and
+            the results are the single process's, bit for bit when ``f`` computes each row
+            independently of the rows beside it.
 
     Attributes:
         rounds: rounds run so far (the depth, ``sequential_nfe``).
-        calls: calls of ``f`` so far (more than ``rounds`` when ``max_batch`` splits rounds).
-        rows: rows evaluated so far, per task label.
+        calls: calls of ``f`` so far (more than ``rounds`` when ``max_batch`` splits rounds;
+            over a transport, this process's calls).
+        rows: rows evaluated so far, per task label (over a transport, by all processes).
         live: the tasks waiting for an evaluation.
     """
 
     def __init__(self, f: VectorField, *, with_index: bool = False, check_finite: bool = True,
-                 max_batch: int | None = None) -> None:
+                 max_batch: int | None = None, transport: Transport | None = None) -> None:
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(
                 max_batch, Integral) or max_batch < 1):
             raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
@@ -184,6 +197,7 @@ class Engine:
         self.with_index = with_index
         self.check_finite = check_finite
         self.max_batch = None if max_batch is None else int(max_batch)
+        self.transport = transport if transport is not None and transport.distributed else None
         self.rounds = 0
         self.calls = 0
         self.rows: Counter[str] = Counter()
@@ -277,12 +291,13 @@ class Engine:
         if self.with_index:
             index = _cat([task._rows(task.problems, size) for task, size in
                           zip(live, sizes, strict=True)]).to(y.device, non_blocking=True)
-        out = self._evaluate(t, y, index)
+        where = (live, sizes, [task.evaluations for task in live], requests)
+        out = self._evaluate(t, y, index) if self.transport is None else self._share(
+            t, y, index, where)
         self.rounds += 1
-        if self.check_finite:  # one flag per row, read back at verify()
+        if self.check_finite and self.transport is None:  # one flag per row, read at verify()
             rows = out if out.ndim == 2 else out.reshape(out.shape[0], -1)
-            self._defer(_sums(rows), (live, sizes, [task.evaluations for task in live],
-                                      requests))
+            self._defer(_sums(rows), where)
         parts = out.split(sizes) if len(sizes) > 1 else (out,)
         still_live = []
         try:
@@ -316,6 +331,24 @@ class Engine:
             outs.append(self._evaluate(t[chunk], y[chunk],
                                        None if index is None else index[chunk]))
         return torch.cat(outs)
+
+    def _share(self, t: Tensor, y: Tensor, index: Tensor | None, where: _Round) -> Tensor:
+        """``f`` on this process's share of the rows, checked now; every process's rows."""
+        assert self.transport is not None
+        lo, hi = self.transport.share(y.shape[0])
+        part = y[:0]
+        if hi > lo:
+            part = self._evaluate(t[lo:hi], y[lo:hi], None if index is None else index[lo:hi])
+            if self.check_finite:  # the gather reads the rows back anyway
+                good = torch.isfinite(_sums(part.reshape(hi - lo, -1))).cpu()
+                if not bool(good.all()):
+                    whole = torch.ones(y.shape[0], dtype=torch.bool)
+                    whole[lo:hi] = good
+                    try:
+                        self._fail_rows(whole, *where)
+                    finally:  # after: the round's tasks are those live now
+                        self.close()
+        return self.transport.gather(part)
 
     def _fail_rows(self, good: Tensor, live: list[Task], sizes: list[int],
                    evaluations: list[int], requests: list[Request]) -> None:

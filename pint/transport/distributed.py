@@ -1,62 +1,72 @@
 """The points or rows of a solve spread over the ranks of a ``torch.distributed`` process group.
 
-Points (Parareal): every rank owns a contiguous range of slices ``lo..hi-1`` (so the boundary
-states ``lo..hi``) and runs the propagations of its slices locally, batched in one
-:class:`pint.engine.Engine`.
-Boundary ``lo`` of every iteration comes from the previous rank and boundary ``hi`` goes to the
-next one; a rank works on an iteration as soon as its initial state arrives, so iterations flow
-through the ranks like a pipeline. The convergence test of an iteration is an exchange, every
-rank sending its share of the residual to every other one, so no rank waits for it while it has
-work. Messages carry the depth at which their boundary was formed, so the depth of the whole
-solve is that of its dependency graph (messages count as free), as in one process.
+:class:`Distributed` is the :class:`pint.transport.Transport` over processes. It moves values;
+it knows no algorithm:
 
-Everything after the up-front agreement is a point-to-point message (``isend``/``irecv``): a
-fixed-size header (kind, iteration, depth, and for an abort the failing rank and its error)
-followed by the payloads its kind implies. Each rank runs one listening thread per other rank,
-which receives that rank's messages in the order they were sent, until its last one: ``done``
-(with its statistics and its part of the result) at the end of a normal solve, ``abort`` when it
-stops early. So a rank that fails, in ``f`` or anywhere else, tells every other rank at once;
-those stop with :class:`RankFailed` as soon as their current round of evaluations ends, and
-every message posted is matched, so no receive is left pending when the processes exit. There
-is no collective after the agreement, so no rank can be stuck inside one when another stops.
+- points: rank ``r`` owns a contiguous range of grid points (:meth:`~Distributed.owned`,
+  :func:`slice_ranges`); :meth:`~Distributed.send` hands a value to rank ``r + 1``,
+  :meth:`~Distributed.post` gives one to every rank, and :meth:`~Distributed.poll` /
+  :meth:`~Distributed.wait` deliver what arrived (:class:`pint.transport.Arrived`) and every
+  rank's values once all have posted under a key (:class:`pint.transport.Gathered`). Parareal
+  runs over these: boundaries go on to the next rank with the depth at which they were formed,
+  and the residuals of an iteration are posted and reduced by the algorithm;
+- rows: :meth:`~Distributed.share` gives each rank a contiguous share of a batched
+  evaluation's rows and :meth:`~Distributed.gather` returns every rank's rows, in rank order.
+  The :class:`pint.engine.Engine` evaluates each round's share and gathers the rest, so Picard,
+  quasi-Newton and MGRIT run on every rank identically, bit for bit the single process.
+
+Everything after the up-front agreement (:meth:`~Distributed.agree`, one collective) is a
+point-to-point message (``isend``/``irecv``): a fixed-size header (its kind, key and depth, the
+dtype and shape of its one payload, and for an abort the failing rank and its error) followed
+by the payload. Each rank runs one listening thread per other rank, which receives that rank's
+messages in the order they were sent, until its last one: ``done`` (its part of the result,
+its evaluations and its depth) at the end of a normal solve, ``abort`` when it stops early. So
+a rank that fails, in ``f`` or anywhere else, tells every other rank at once; those stop with
+:class:`RankFailed` as soon as their current round of evaluations ends, and every message
+posted is matched, so no receive is left pending when the processes exit. There is no
+collective after the agreement, so no rank can be stuck inside one when another stops.
 
 torch.distributed cannot poll a pending receive, hence the threads. Messages always go through
 ``gloo`` (CPU tensors): with an NCCL group, pint makes a ``gloo`` group over the same ranks once
-and stages the states through the CPU.
+and stages the values through the CPU.
 
-Rows (Picard, quasi-Newton): :meth:`Distributed.share` gives each rank a contiguous share of an
-evaluation's rows, :meth:`Distributed.gather` posts the rank's rows to every other rank and
-waits for theirs with the same messages (a ``rows`` header and its payload), and
-:meth:`Distributed.total` exchanges the evaluation counts as each rank's last message; a rank
-that fails, dies or hangs is reported exactly as above.
-
-This module moves data; it contains no algorithm. :func:`pint.distributed.parareal` and
-:func:`pint.distributed.picard` are the entry points.
+:func:`pint.distributed.parareal`, :func:`pint.distributed.picard` and
+:func:`pint.distributed.mgrit` are the entry points.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import threading
 import time
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Never
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from . import Arrived, Closed, Event, Gathered
+
 __all__ = ["Distributed", "DistributedError", "RankFailed", "slice_ranges"]
 
 _HEAD = 0x5049  # "PI": the tag of pint's headers
-_DATA = 0x504A  # the tag of the payloads that follow a header
-_FIELDS = 8  # int64 fields of a header: kind, k, clock, origin, primary, text length, rows
-_TEXT = 448  # bytes of an abort's error text
-_BOUNDARY, _RESIDUAL, _DONE, _ABORT, _ROWS = 1, 2, 3, 4, 5
+_DATA = 0x504A  # the tag of the payload that follows a header
+# int64 fields of a header: kind, key, clock, origin, primary, text length, the payload's
+# dtype (an index into _DTYPES, -1: none) and number of dimensions, then its shape
+_FIELDS, _DIMS = 16, 8
+_TEXT = 448  # bytes of text: an abort's error, a done's evaluations
+_POINT, _POST, _ROWS, _DONE, _ABORT = 1, 2, 3, 4, 5
 _GRACE = 10.0  # seconds a stopping rank waits for the others to acknowledge
+_IN_FLIGHT = 64  # sends kept unwaited; beyond, the oldest half is waited for
+_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex64,
+           torch.complex128, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
+           torch.bool)
 
 
 class DistributedError(RuntimeError):
@@ -134,9 +144,12 @@ class _Message:
 
     peer: int
     kind: int
-    fields: list[int]
+    key: int
+    clock: int
+    origin: int
+    primary: int
     text: str
-    payloads: list[Tensor]
+    payload: Tensor | None
 
 
 @dataclass
@@ -147,14 +160,23 @@ class _Lost:
     error: Exception
 
 
-def _header(kind: int, k: int = 0, clock: int = 0, origin: int = 0, primary: int = 0,
-            text: str = "", rows: int = 0) -> Tensor:
+def _header(kind: int, key: int = 0, clock: int = 0, origin: int = 0, primary: int = 0,
+            text: str = "", payload: Tensor | None = None) -> Tensor:
     data = text.encode("utf-8", "replace")
     if len(data) > _TEXT:
         data = data[: _TEXT - 3] + b"..."
+    fields = [kind, key, clock, origin, primary, len(data)]
+    if payload is None:
+        fields += [-1, 0]
+    else:
+        if payload.dtype not in _DTYPES or payload.ndim > _DIMS:
+            raise ValueError(f"pint.distributed sends tensors of at most {_DIMS} dimensions "
+                             f"and dtypes {[str(d) for d in _DTYPES]}; got "
+                             f"{payload.dtype} of shape {tuple(payload.shape)}")
+        fields += [_DTYPES.index(payload.dtype), payload.ndim, *payload.shape]
     head = torch.zeros(_FIELDS * 8 + _TEXT, dtype=torch.uint8)
-    head[: _FIELDS * 8].view(torch.int64)[:7] = torch.tensor(
-        [kind, k, clock, origin, primary, len(data), rows], dtype=torch.int64)
+    head[: _FIELDS * 8].view(torch.int64)[: len(fields)] = torch.tensor(fields,
+                                                                       dtype=torch.int64)
     if data:
         head[_FIELDS * 8: _FIELDS * 8 + len(data)] = torch.frombuffer(bytearray(data),
                                                                       dtype=torch.uint8)
@@ -162,12 +184,14 @@ def _header(kind: int, k: int = 0, clock: int = 0, origin: int = 0, primary: int
 
 
 class Distributed:
-    """Slices over the ranks of ``group`` (``None``: the default group).
+    """The processes of a solve are the ranks of ``group`` (``None``: the default group).
+
+    A transport serves one solve: make a new one for the next.
 
     Args:
         group: the process group; backend ``gloo`` (CPU tensors; CUDA states are staged
             through the CPU) or ``nccl`` (messages go through a ``gloo`` group over the same
-            ranks, made once per group, with the states staged through the CPU).
+            ranks, made once per group, with the values staged through the CPU).
         timeout: seconds (or a ``timedelta``) a rank may wait, idle, for a message before it
             fails with :class:`DistributedError`.
         device: unused (the states stay where ``y0`` is; messages go through the CPU); kept
@@ -189,23 +213,16 @@ class Distributed:
         self.group, self.timeout = group, seconds
         self.comm = _gloo_group(group)  # the group pint's messages go through
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
-        self.last = self.world - 1
-        self.device = torch.device("cpu")
         self.ranges: list[tuple[int, int]] = []
-        self.sends: list[tuple[Any, Tensor]] = []
-        self.shared: dict[int, list[tuple[int, Any, Tensor]]] = {}  # k -> sends of our share
+        self.sends: deque[Any] = deque()  # the work objects of the sends not yet waited for
         self.inbox: queue.Queue[_Message | _Lost] = queue.Queue()
         self.listeners: list[threading.Thread] = []
         self.told: set[int] = set()  # ranks this one sent its last message to
-        self.shares: dict[int, dict[int, Tensor]] = {}  # k -> rank -> share of the residual
-        self.finals: dict[int, list[Tensor]] = {}  # rank -> [statistics, part of the result]
-        self.layouts: dict[int, list[tuple[tuple[int, ...], torch.dtype]]] = {}
-        self.shape: tuple[int, ...] = ()
-        self.dtype = torch.float64
-        self.labels: tuple[str, ...] = ()
+        self.ready: deque[Event] = deque()  # events found while doing something else
+        self.posts: dict[int, dict[int, Tensor]] = {}  # key -> rank -> posted value
+        self.rows: dict[int, dict[int, Tensor]] = {}  # exchange -> rank -> rows
         self.gathers = 0  # row exchanges so far
-        self.parts: dict[int, dict[int, tuple[list[Tensor], int]]] = {}  # k -> rank -> rows
-        self.posted: dict[int, list[tuple[Any, Tensor]]] = {}  # k -> sends of our rows
+        self.finals: dict[int, _Message] = {}  # rank -> its done message
 
     def __repr__(self) -> str:
         return f"Distributed(rank={self.rank}, world={self.world})"
@@ -242,32 +259,13 @@ class Distributed:
                     f"{differ}{detail}; every rank must pass the same y0 shape, dtype, t and "
                     f"options{' and y0' if values else ''}"
                 )
-        self.ranges = slice_ranges(len(t) - 1, self.world) if not values else []
-        self.dtype = y0.dtype
+        if not values:  # the points are shared out: more ranks than slices is an error
+            self.ranges = slice_ranges(len(t) - 1, self.world)
 
-    def owned(self, n_slices: int) -> tuple[int, int]:
-        """This rank's boundaries ``lo..hi``."""
-        if not self.ranges:
-            self.ranges = slice_ranges(n_slices, self.world)
-        return self.ranges[self.rank]
-
-    def begin(self, solver: Any) -> None:
+    def open(self) -> None:
         """Start one thread per other rank that receives its messages."""
         if self.listeners:
             raise RuntimeError("a Distributed transport serves one solve: make a new one")
-        self.shape = tuple(solver.it.result.shape[1:])
-        share = ((solver.it.batch,), torch.float64) if solver.it.norm is None else (
-            (solver.n + 1, *self.shape), self.dtype)
-        size = max(hi - lo for lo, hi in self.ranges) + 1
-        self.layouts = {
-            _BOUNDARY: [(self.shape, self.dtype)],
-            _RESIDUAL: [share],
-            _DONE: [((1 + len(solver.labels),), torch.int64), ((size, *self.shape), self.dtype)],
-            _ABORT: [],
-        }
-        self._start_listeners()
-
-    def _start_listeners(self) -> None:
         for peer in range(self.world):
             if peer != self.rank:
                 thread = threading.Thread(target=self._listen, args=(peer,), daemon=True,
@@ -275,21 +273,39 @@ class Distributed:
                 thread.start()
                 self.listeners.append(thread)
 
+    def owned(self, n_intervals: int) -> tuple[int, int]:
+        """This rank's points ``lo..hi`` (:func:`slice_ranges`)."""
+        if not self.ranges:
+            self.ranges = slice_ranges(n_intervals, self.world)
+        return self.ranges[self.rank]
+
+    def share(self, rows: int) -> tuple[int, int]:
+        """Rank ``r``'s rows: contiguous, near-equal in number (none when there are fewer
+        rows than ranks)."""
+        return round(self.rank * rows / self.world), round((self.rank + 1) * rows / self.world)
+
     # -- messages ------------------------------------------------------------------------
     def _peer(self, rank: int) -> int:
         return rank if self.comm is None else dist.get_global_rank(self.comm, rank)
 
-    def _post(self, dst: int, head: Tensor, payloads: tuple[Tensor, ...] = (),
-              into: list[Any] | None = None) -> None:
-        """A header and its payloads to rank ``dst``; the sends complete in the background
-        (their work objects and tensors are kept in ``self.sends``, or in ``into``)."""
+    def _post(self, dst: int, head: Tensor, payload: Tensor | None = None) -> None:
+        """A header and its payload to rank ``dst``; the sends complete in the background.
+        Receivers take messages as they come, so waiting for an old send is brief."""
         what = f"a message to rank {dst}"
-        for tensor, tag in ((head, _HEAD), *((p, _DATA) for p in payloads)):
-            work = self._comm(dist.isend, tensor, self._peer(dst), what=what, tag=tag)
-            if into is None:
-                self.sends.append((work, tensor))
-            else:
-                into.append((dst, work, tensor))
+        for tensor, tag in ((head, _HEAD), (payload, _DATA)):
+            if tensor is not None and tensor.numel():
+                self.sends.append(
+                    (self._comm(dist.isend, tensor, self._peer(dst), what=what, tag=tag),
+                     tensor))
+        if len(self.sends) > _IN_FLIGHT:
+            for _ in range(_IN_FLIGHT // 2):
+                work, _ = self.sends.popleft()
+                self._comm(work.wait, what=what, group=False)
+
+    def _to_all(self, head: Tensor, payload: Tensor | None = None) -> None:
+        for peer in range(self.world):
+            if peer != self.rank:
+                self._post(peer, head, payload)
 
     def _listen(self, peer: int) -> None:
         """The thread for rank ``peer``: receive its messages in order until its last one."""
@@ -299,264 +315,150 @@ class Distributed:
                 head = torch.empty(_FIELDS * 8 + _TEXT, dtype=torch.uint8)
                 dist.irecv(head, src, group=self.comm, tag=_HEAD).wait()
                 fields = head[: _FIELDS * 8].view(torch.int64).tolist()
-                kind = fields[0]
-                layout = ([((fields[6], *self.shape), self.dtype)] if fields[6] else []) if (
-                    kind == _ROWS) else self.layouts[kind]
-                payloads = [torch.empty(shape, dtype=dtype) for shape, dtype in layout]
-                for payload in payloads:
-                    dist.irecv(payload, src, group=self.comm, tag=_DATA).wait()
-                text = bytes(head[_FIELDS * 8: _FIELDS * 8 + fields[5]].tolist()).decode(
+                kind, key, clock, origin, primary, length, code, ndim = fields[:8]
+                payload = None
+                if code >= 0:
+                    payload = torch.empty(fields[8: 8 + ndim], dtype=_DTYPES[code])
+                    if payload.numel():
+                        dist.irecv(payload, src, group=self.comm, tag=_DATA).wait()
+                text = bytes(head[_FIELDS * 8: _FIELDS * 8 + length].tolist()).decode(
                     "utf-8", "ignore")  # a character cut by the truncation is dropped
-                self.inbox.put(_Message(peer, kind, fields, text, payloads))
+                self.inbox.put(_Message(peer, kind, key, clock, origin, primary, text, payload))
                 if kind in (_DONE, _ABORT):
                     return
         except Exception as error:  # handed to the main thread
             self.inbox.put(_Lost(peer, error))
 
-    def _handle(self, solver: Any, item: _Message | _Lost) -> None:
-        """Act on one received message; raise if it says a rank stopped."""
+    def _take(self, item: _Message | _Lost) -> Event | None:
+        """Act on one received message: the event it completes, if any; raise if it says a
+        rank stopped."""
         if isinstance(item, _Lost):
             raise DistributedError(
                 f"pint.distributed: rank {self.rank} lost its link to rank {item.peer} (the "
                 f"process died or the connection failed): {item.error}"
             ) from item.error
-        kind, (_, k, clock, origin, primary, _) = item.kind, item.fields[:6]
-        if kind == _ABORT:
-            if primary:
-                raise RankFailed(origin, item.text, self.rank)
+        if item.kind == _ABORT:
+            if item.primary:
+                raise RankFailed(item.origin, item.text, self.rank)
             raise DistributedError(f"pint.distributed: rank {item.peer} stopped: {item.text}")
-        if kind == _DONE:
-            self.finals[item.peer] = item.payloads
-        elif kind == _ROWS:
-            self.parts.setdefault(k, {})[item.peer] = (item.payloads, clock)
-        elif kind == _RESIDUAL:
-            self._release(item.peer, k)
-            if not solver.it.done:
-                self.shares.setdefault(k, {})[item.peer] = item.payloads[0]
-        elif not solver.it.done:  # a boundary
-            solver.receive(k, item.payloads[0].to(solver.t.device), clock)
-
-    # -- boundaries ----------------------------------------------------------------------
-    def send(self, solver: Any, k: int, value: Tensor, clock: int) -> None:
-        """Boundary ``hi`` of iteration ``k`` to the next rank, with its depth."""
-        payload = value.to(self.device, copy=True).contiguous()
-        self._post(self.rank + 1, _header(_BOUNDARY, k, clock), (payload,))
-
-    # -- the convergence test: every rank sends its share to every other ----------------------
-    def residuals(self, solver: Any, k: int, change: Tensor) -> Tensor:
-        """Send this rank's share of the change of iteration ``k`` to every rank: the largest
-        entry per problem (default norm), or the whole change (a custom norm needs it)."""
-        it = solver.it
-        members = it.members(change.device)
-        if it.norm is None:
-            value = change.new_zeros(it.batch, dtype=torch.float64)
-            value[members] = change.abs().transpose(0, 1).flatten(1).amax(1).double()
+        assert item.payload is not None or item.kind == _DONE
+        if item.kind == _DONE:
+            self.finals[item.peer] = item
+        elif item.kind == _ROWS:
+            self.rows.setdefault(item.key, {})[item.peer] = item.payload  # type: ignore[assignment]
+        elif item.kind == _POST:
+            self.posts.setdefault(item.key, {})[item.peer] = item.payload  # type: ignore[assignment]
+            return self._gathered(item.key)
         else:
-            lo, hi = self.ranges[self.rank]
-            own = 1 if lo > 0 else 0
-            value = change.new_zeros((solver.n + 1, it.batch, *change.shape[2:]))
-            value[lo + own:hi + 1, members] = change
-        value = value.to(self.device, copy=True).contiguous()
-        self.shares.setdefault(k, {})[self.rank] = value
-        head = _header(_RESIDUAL, k)
-        sent = self.shared.setdefault(k, [])
-        for peer in range(self.world):
-            if peer != self.rank:
-                self._post(peer, head, (value,), into=sent)
-        return value
+            return Arrived(item.key, item.payload, item.clock)  # type: ignore[arg-type]
+        return None
 
-    def _release(self, peer: int, k: int) -> None:
-        """Rank ``peer`` sent its share of iteration ``k``, so it has decided ``k - 1`` and
-        received our shares up to there: drop those sends (a custom norm's share is large)."""
-        for j in [j for j in self.shared if j < k]:
-            keep = []
-            for dst, work, tensor in self.shared[j]:
-                if dst == peer:
-                    self._comm(work.wait, what=f"the residuals to rank {peer}", group=False)
-                else:
-                    keep.append((dst, work, tensor))
-            if keep:
-                self.shared[j] = keep
-            else:
-                del self.shared[j]
+    def _gathered(self, key: int) -> Gathered | None:
+        values = self.posts[key]
+        if len(values) < self.world:
+            return None
+        del self.posts[key]
+        return Gathered(key, [values[r] for r in range(self.world)])
 
-    def _ready(self, solver: Any) -> bool:
-        return solver.pending is not None and len(self.shares.get(solver.pending[0], ())) == (
-            self.world)
-
-    def _decide(self, solver: Any) -> None:
-        """All shares of the pending test are in: reduce them (in rank order) and decide. The
-        shares of the ranks do not overlap, so the maximum or the sum is exact."""
-        k = solver.pending[0]
-        shares = self.shares.pop(k)
-        stacked = torch.stack([shares[r] for r in range(self.world)])
-        it = solver.it
-        members = it.members(torch.device("cpu"))
-        if it.norm is None:
-            residual = stacked.amax(0)[members]
-            if not bool(torch.isfinite(residual).all()):
-                raise ValueError(f"the residual norm must return finite values >= 0, got "
-                                 f"{residual.tolist()}")
-        else:
-            value = stacked.sum(0).to(solver.t.device)
-            residual = it.residual(value[:, members.to(solver.t.device)])
-        solver.decide(k, residual)
-
-    # -- events --------------------------------------------------------------------------
-    def poll(self, solver: Any) -> bool:
-        """Handle the messages that arrived and a complete convergence test."""
-        handled = False
-        while True:
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                break
-            self._handle(solver, item)
-            handled = True
-        if self._ready(solver):
-            self._decide(solver)
-            handled = True
-        return handled
-
-    def wait(self, solver: Any) -> None:
-        """Nothing to compute: wait for a message, up to the timeout."""
-        item = self._next(solver)
-        self._handle(solver, item)
-
-    def _next(self, solver: Any) -> _Message | _Lost:
+    def _next(self, what: str) -> _Message | _Lost:
+        """The next message, waiting up to the timeout."""
         try:
             return self.inbox.get(timeout=self.timeout)
         except queue.Empty:
             pass
-        self._timed_out(self._waits(solver))
-
-    def _timed_out(self, waits: list[str]) -> Never:
+        missing = [f"the values posted under key {key} by rank(s) "
+                   f"{sorted(set(range(self.world)) - set(values))}"
+                   for key, values in self.posts.items()]
+        waits = " or ".join([what, *missing] if what else missing) or "work"
         raise DistributedError(
-            f"pint.distributed: rank {self.rank} waited {self.timeout:g} s for "
-            f"{' or '.join(waits) or 'work'} without an answer: a rank died, hangs or is "
-            f"slower than the timeout (raise `timeout`)"
+            f"pint.distributed: rank {self.rank} waited {self.timeout:g} s for {waits} "
+            f"without an answer: a rank died, hangs or is slower than the timeout (raise "
+            f"`timeout`)"
         )
 
-    def _waits(self, solver: Any) -> list[str]:
-        """What a Parareal rank waits for."""
-        waits = []
-        if self.rank > 0 and not solver.it.done:
-            waits.append(f"boundary {self.ranges[self.rank][0]} from rank {self.rank - 1}")
-        if solver.pending is not None:
-            missing = sorted(set(range(self.world)) - set(self.shares.get(solver.pending[0],
-                                                                          ())))
-            waits.append(f"the residuals of iteration {solver.pending[0]} from rank(s) "
-                         f"{missing}")
-        if solver.it.done:
-            missing = sorted(set(range(self.world)) - set(self.finals) - {self.rank})
-            waits.append(f"the results of rank(s) {missing}")
-        return waits
+    # -- points: values to the next rank, values to every rank ------------------------------
+    def send(self, key: int, value: Tensor, clock: int) -> None:
+        """``value``, formed at depth ``clock``, to rank ``r + 1``."""
+        payload = value.detach().to("cpu", copy=True).contiguous()
+        self._post(self.rank + 1, _header(_POINT, key, clock, payload=payload), payload)
+
+    def post(self, key: int, value: Tensor) -> None:
+        """``value`` to every rank, under ``key``."""
+        payload = value.detach().to("cpu", copy=True).contiguous()
+        self._to_all(_header(_POST, key, payload=payload), payload)
+        self.posts.setdefault(key, {})[self.rank] = payload
+        event = self._gathered(key)
+        if event is not None:
+            self.ready.append(event)
+
+    def poll(self) -> Event | None:
+        """The next event that has arrived, or ``None``."""
+        if self.ready:
+            return self.ready.popleft()
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return None
+            event = self._take(item)
+            if event is not None:
+                return event
+
+    def wait(self, what: str) -> Event:
+        """The next event, waiting for it up to the timeout."""
+        if self.ready:
+            return self.ready.popleft()
+        while True:
+            event = self._take(self._next(what))
+            if event is not None:
+                return event
 
     # -- rows: each rank computes a share of an evaluation's rows; all gather them ----------
-    def open(self, row: tuple[int, ...], dtype: torch.dtype, labels: tuple[str, ...]) -> None:
-        """A row-sharing solve starts: rows of shape ``row``; start the listening threads."""
-        if self.listeners:
-            raise RuntimeError("a Distributed transport serves one solve: make a new one")
-        self.shape, self.dtype, self.labels = row, dtype, tuple(sorted(labels))
-        self.layouts = {_DONE: [((len(self.labels),), torch.int64)], _ABORT: []}
-        self._start_listeners()
-
-    def leads(self) -> bool:
-        """Rank 0 runs the work only one rank does."""
-        return self.rank == 0
-
-    def share(self, rows: int) -> tuple[int, int]:
-        """Rank ``r``'s rows: contiguous, near-equal in number (none when there are fewer
-        rows than ranks)."""
-        return round(self.rank * rows / self.world), round((self.rank + 1) * rows / self.world)
-
-    def gather(self, part: Tensor, rounds: int) -> tuple[Tensor, int]:
+    def gather(self, part: Tensor) -> Tensor:
         """Send ``part`` to every rank and wait for theirs (up to the timeout; a rank that
         stops tells this one, which raises :class:`RankFailed`)."""
-        k = self.gathers
+        key = self.gathers
         self.gathers += 1
-        payload = part.detach().to(self.device, copy=True).contiguous()
-        head = _header(_ROWS, k, clock=rounds, rows=len(payload))
-        sent = self.posted.setdefault(k, [])
-        for peer in range(self.world):
-            if peer != self.rank:
-                into: list[Any] = []
-                self._post(peer, head, (payload,) if len(payload) else (), into=into)
-                sent += [(work, tensor) for _, work, tensor in into]
-        parts = self.parts.setdefault(k, {})
+        payload = part.detach().to("cpu", copy=True).contiguous()
+        self._to_all(_header(_ROWS, key, payload=payload), payload)
+        parts = self.rows.setdefault(key, {})
         while len(parts) < self.world - 1:
-            try:
-                item = self.inbox.get(timeout=self.timeout)
-            except queue.Empty:
-                missing = sorted(set(range(self.world)) - set(parts) - {self.rank})
-                self._timed_out([f"the rows of exchange {k} from rank(s) {missing}"])
-            self._handle(None, item)
-        del self.parts[k]
-        for j in [j for j in self.posted if j < k]:  # every rank has received those
-            for work, _ in self.posted.pop(j):
-                self._comm(work.wait, what="rows", group=False)
-        pieces, deepest = [], rounds
-        for r in range(self.world):
-            if r == self.rank:
-                pieces.append(payload)
-            else:
-                received, clock = parts[r]
-                pieces += received
-                deepest = max(deepest, clock)
-        whole = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-        return whole.to(part.device), deepest
-
-    def total(self, evaluations: dict[str, int]) -> dict[str, int]:
-        """Exchange the evaluation counts with every rank (the last message of each) and sum
-        them; wait for the messages in flight."""
-        counts = torch.tensor([evaluations.get(label, 0) for label in self.labels],
-                              dtype=torch.int64)
-        self.finals[self.rank] = [counts]
-        head = _header(_DONE)
-        for peer in range(self.world):
-            if peer != self.rank:
-                self._post(peer, head, (counts,))
-                self.told.add(peer)
-        while len(self.finals) < self.world:
-            try:
-                item = self.inbox.get(timeout=self.timeout)
-            except queue.Empty:
-                missing = sorted(set(range(self.world)) - set(self.finals))
-                self._timed_out([f"the results of rank(s) {missing}"])
-            self._handle(None, item)
-        self.sends += [sent for posted in self.posted.values() for sent in posted]
-        self.posted.clear()
-        self._settle()
-        table = torch.stack([self.finals[r][0] for r in range(self.world)])
-        return {label: int(table[:, i].sum()) for i, label in enumerate(self.labels)}
+            missing = sorted(set(range(self.world)) - set(parts) - {self.rank})
+            event = self._take(self._next(f"the rows of exchange {key} from rank(s) {missing}"))
+            if event is not None:
+                self.ready.append(event)
+        del self.rows[key]
+        parts[self.rank] = payload
+        whole = torch.cat([parts[r] for r in range(self.world)])
+        return whole.to(part.device)
 
     # -- the end: exchange the results, or stop everyone -----------------------------------
-    def finish(self, solver: Any, result: Tensor, evaluations: dict[str, int],
-               depth: int) -> tuple[Tensor, dict[str, int], int]:
-        """Exchange the result and the counts with all ranks; wait for the messages in flight."""
-        labels = sorted(solver.labels)
-        stats = torch.tensor([depth if self.rank == self.last else 0,
-                              *(evaluations.get(label, 0) for label in labels)],
-                             dtype=torch.int64)
-        # The result: each rank contributes its own boundaries (lo+1..hi; rank 0 also 0).
-        size = max(hi - lo for lo, hi in self.ranges) + 1
-        own = result[(1 if self.rank > 0 else 0):]
-        padded = own.new_zeros((size, *own.shape[1:]), device=self.device)
-        padded[: len(own)] = own.to(self.device)
-        self.finals[self.rank] = [stats, padded]
-        head = _header(_DONE)
+    def close(self, part: Tensor | None = None, evaluations: dict[str, int] | None = None,
+              depth: int = 0) -> Closed:
+        """Exchange the parts, the evaluations and the depths with every rank (the last
+        message of each); wait for the messages in flight."""
+        counts = dict(evaluations or {})
+        payload = None if part is None else part.detach().to("cpu", copy=True).contiguous()
+        head = _header(_DONE, clock=depth, text=json.dumps(counts), payload=payload)
         for peer in range(self.world):
             if peer != self.rank:
-                self._post(peer, head, (stats, padded))
+                self._post(peer, head, payload)
                 self.told.add(peer)
-        while len(self.finals) < self.world:
-            self._handle(solver, self._next(solver))
+        while len(self.finals) < self.world - 1:  # what else arrives is no longer needed
+            missing = sorted(set(range(self.world)) - set(self.finals) - {self.rank})
+            self._take(self._next(f"the results of rank(s) {missing}"))
         self._settle()
-        table = torch.stack([self.finals[r][0] for r in range(self.world)])
-        parts = [self.finals[r][1] for r in range(self.world)]
-        ys = torch.cat([parts[r][: hi - lo + (r == 0)] for r, (lo, hi) in enumerate(self.ranges)])
-        totals = {label: int(table[:, 1 + i].sum()) for i, label in enumerate(labels)}
-        return ys.to(result.device), totals, int(table[:, 0].max())
+        parts, deepest = [], depth
+        for r in range(self.world):
+            final = None if r == self.rank else self.finals[r]
+            value = payload if final is None else final.payload
+            if value is not None:
+                parts.append(value if part is None else value.to(part.device))
+            if final is not None:
+                for label, count in json.loads(final.text).items():
+                    counts[label] = counts.get(label, 0) + count
+                deepest = max(deepest, final.clock)
+        return Closed(parts, counts, deepest)
 
     def _settle(self) -> None:
         """Every rank has sent its last message: the threads end, the sends complete."""
@@ -566,14 +468,12 @@ class Distributed:
             if thread.is_alive():
                 raise DistributedError(f"pint.distributed: rank {self.rank} timed out "
                                        f"receiving the last messages")
-        shared = [(work, tensor) for sent in self.shared.values() for _, work, tensor in sent]
-        for work, _ in self.sends + shared:
+        while self.sends:
+            work, _ = self.sends.popleft()
             left = timedelta(seconds=max(deadline - time.monotonic(), 0.001))
             self._comm(work.wait, left, what="the last messages", group=False)
-        self.sends.clear()
-        self.shared.clear()
 
-    def abort(self, solver: Any, error: BaseException) -> None:
+    def abort(self, error: BaseException) -> None:
         """The solve stops with ``error`` on this rank: tell every rank not yet told, and wait
         (a few seconds at most) until every other rank has sent its last message, so that no
         receive is left pending. Never raises: the caller re-raises ``error``."""

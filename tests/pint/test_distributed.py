@@ -542,3 +542,118 @@ def test_distributed_picard_a_failing_or_dead_rank_stops_the_others(how, own, ot
         assert result["error"] == others, result
         assert "rank 1" in result["message"], result["message"]
         assert result["ended_at"] - failed_at < 5.0, result
+
+
+# -- MGRIT: every round's rows shared out over the ranks ------------------------------------
+def mgrit_cases(rank, world):
+    """MGRIT over the group and in this process alone: an explicit 2-level FCF solve, a
+    3-level F-cycle with F-relaxation, a stiff heat equation with an implicit propagator
+    (its Newton solves go through the same rounds), a custom norm, uneven intervals."""
+    p = problems.lotka_volterra(t1=4.0)
+    y0, t = p.y0.to(F64), p.times(33, dtype=F64)
+    heat = problems.heat_1d(points=15, modes=(1, 5), t1=0.2)
+    th = heat.times(33, dtype=F64)
+    cases = {
+        "fcf": (p.f, y0, t, dict(propagator=pint.RK4(1), coarsening=4, tol=1e-10)),
+        "f-cycle": (p.f, y0, t, dict(propagator=pint.RK4(1), coarsening=2, levels=3,
+                                     relaxation=pint.FRelaxation(), cycle=pint.FCycle(),
+                                     tol=1e-10)),
+        "implicit": (heat.f, heat.y0.to(F64), th,
+                     dict(propagator=pint.BackwardEuler(1), coarsening=4, tol=1e-10)),
+        "norm": (p.f, y0, p.times(31, dtype=F64),  # 30 intervals: uneven last C-interval
+                 dict(propagator=pint.RK4(1), coarsening=4, tol=1e-9,
+                      norm=lambda r: r.abs().max())),
+    }
+    out = {}
+    for name, (f, start, grid, options) in cases.items():
+        sol = pint.distributed.mgrit(f, start, grid, vectorized=True, timeout=30, **options)
+        ref = pint.mgrit(f, start, grid, vectorized=True, **options)
+        out[name] = (sol.ys, sol.iterations, sol.converged, sol.residuals,
+                     sol.stats.sequential_nfe, sol.stats.evaluations,
+                     ref.ys, ref.iterations, ref.converged, ref.residuals,
+                     ref.stats.sequential_nfe, ref.stats.evaluations)
+    return out
+
+
+@pytest.mark.parametrize("world", [1, 2, pytest.param(4, marks=pytest.mark.slow)])
+def test_distributed_mgrit_equals_the_single_process_bit_for_bit(world, tmp_path):
+    """On every rank: the same states (bit for bit), iterations, residuals, depth and
+    evaluations per level as pint.mgrit in one process."""
+    for result in values(spawn(mgrit_cases, world, tmp_path, wait=240)):
+        assert len(result) == 4
+        for name, (ys, k, conv, res, depth, evals, ref_ys, ref_k, ref_conv, ref_res,
+                   ref_depth, ref_evals) in result.items():
+            assert torch.equal(ys, ref_ys), name
+            assert (k, conv, res, depth, evals) == (ref_k, ref_conv, ref_res, ref_depth,
+                                                    ref_evals), name
+            assert ref_conv and k >= 2, name  # a real multi-iteration solve
+
+
+def mgrit_refuse(rank, world, case):
+    p, y0, t = lotka_short(16)
+    options = dict(propagator=pint.RK4(1), coarsening=4, vectorized=True, timeout=20)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return p.f(t, y)
+
+    if rank == 1:
+        if case == "y0":
+            y0 = y0 * (1 + 1e-12)
+        elif case == "coarsening":
+            options["coarsening"] = 2
+        elif case == "relaxation":
+            options["relaxation"] = pint.FRelaxation()
+        elif case == "invalid":
+            options["levels"] = 1
+    try:
+        pint.distributed.mgrit(f, y0, t, **options)
+    finally:
+        assert calls[0] == 0  # refused before any evaluation
+
+
+@pytest.mark.parametrize(("case", "match"), [
+    ("y0", "y0's values differ"),
+    ("coarsening", "options .* differ"),
+    ("relaxation", "options .* differ"),
+    ("invalid", "refused their inputs|levels must be"),
+])
+def test_distributed_mgrit_refuses_differing_inputs_on_every_rank(case, match, tmp_path):
+    refused(spawn(mgrit_refuse, 2, tmp_path, case), match)
+
+
+def mgrit_fail(rank, world, how, marker):
+    """Rank 1's ``f`` raises or returns NaN in a relaxation sweep of the first cycle."""
+    p, y0, t = lotka_short(32)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        if rank == 1 and calls[0] == 12:
+            Path(marker).write_text(str(time.time()))
+            if how == "nan":
+                return torch.full_like(y, float("nan"))
+            raise ZeroDivisionError("boom in f on purpose")
+        time.sleep(0.002)
+        return p.f(t, y)
+
+    return pint.distributed.mgrit(f, y0, t, propagator=pint.RK4(1), coarsening=4, tol=0.0,
+                                  vectorized=True, timeout=60)
+
+
+@pytest.mark.parametrize(("how", "own"), [("raise", "ZeroDivisionError"),
+                                          ("nan", "NonFiniteError")])
+def test_distributed_mgrit_a_failing_rank_stops_the_others(how, own, tmp_path):
+    """The failing rank raises its own error (a non-finite row is named where it was
+    computed); the others raise RankFailed naming it within seconds (not the 60 s timeout)."""
+    marker = tmp_path / "failed_at"
+    results = spawn(mgrit_fail, 3, tmp_path, how, str(marker), wait=40)
+    failed_at = float(marker.read_text())
+    assert results[1] is not None and results[1]["error"] == own, results[1]
+    for rank in (0, 2):
+        result = results[rank]
+        assert result is not None, f"rank {rank} hung"
+        assert result["error"] == "RankFailed", result
+        assert f"rank 1 failed with {own}" in result["message"], result["message"]
+        assert result["ended_at"] - failed_at < 5.0, result

@@ -80,10 +80,10 @@ def picard(
         store_iterates: keep the trajectory after every iteration.
         callback: ``callback(k, ys, residual)`` after every iteration ``k`` (1 is the first), as
             in :func:`pint.parareal`.
-        transport: where the rows of each iteration are evaluated: :class:`pint.transport.Local`
-            (default) or :class:`pint.transport.Distributed`, which shares them out over the
-            ranks of a process group and gathers the results, every rank then applying the
-            same update (see :func:`pint.distributed.picard`).
+        transport: where the rows of each round are evaluated: :class:`pint.transport.Local`
+            (default) or :class:`pint.transport.Distributed`, over whose ranks the engine
+            shares out every round's rows and gathers the results, every rank then applying
+            the same update (see :func:`pint.distributed.picard`).
 
     Returns:
         A :class:`pint.Solution` with the trajectory at every point of ``t``.
@@ -127,7 +127,8 @@ def picard(
                                                                   acceptance))),
                     error, values=True)
     states = y0 if independent else y0.unsqueeze(0)
-    engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch)
+    engine = Engine(vectorize(f, vectorized), with_index=independent, max_batch=max_batch,
+                    transport=transport)
     iterations = Iterations(
         states, n + 1, tol=float(tol), stop=stop, norm=norm, max_iters=max_iters,  # type: ignore[arg-type]
         exact_after=n, callback=callback, store_iterates=store_iterates,
@@ -151,7 +152,6 @@ class Picard:
         self.transport = transport
         self.n = len(t) - 1
         self.batch = iterations.batch
-        self.depth = 0  # the rounds on the critical path (the engine's, in one process)
         self.k, self.b = 0, 0  # the iteration, the exact front
         self.factors = jacobian.prior(t).to(t.device).unsqueeze(1).repeat(1, self.batch)
         self.elementwise = jacobian.elementwise
@@ -167,47 +167,27 @@ class Picard:
         self.seen = torch.zeros(self.n, self.batch, dtype=torch.bool)  # which are known
         self.memory = torch.full((self.batch,), math.nan, dtype=torch.float64)  # acceptance's
 
-    def evaluate(self, make: Callable[[slice], tuple[Propagation, Tensor, Tensor]], rows: int,
-                 label: str, k: int, split: bool = True) -> Tensor:
-        """The ``rows`` end states of a propagation over rows. ``make(share)`` is the
-        propagation of the rows ``share`` with the grid point and the problem of each of its
-        rows; this process runs it over its share of the rows (``split``) or, if it leads,
-        over all of them (``split=False``), to its end on the engine, and the transport
-        gathers every share (in one process: all rows, nothing to gather)."""
-        lo, hi = self.transport.share(rows) if split else (
-            0, rows if self.transport.leads() else 0)
+    def evaluate(self, run: Propagation, label: str, k: int, points: Tensor,
+                 problems: Tensor) -> Tensor:
+        """The end states of the propagation ``run`` (its rows start from ``points`` and belong
+        to ``problems``), run to its end on the engine."""
         out: list[Tensor] = []
-        began = self.engine.rounds
-        if hi > lo:
-            run, points, problems = make(slice(lo, hi))
-            self.engine.start(Task(run, out.append, label=label, iteration=k, points=points,
-                                   problems=problems))
-            self.engine.run()
-        if self.transport.distributed:  # a non-finite row is reported where it was computed
-            self.engine.verify()
-        like = self.it.result[0]  # a row's shape and dtype: (S, *state)
-        part = out[0] if out else like.new_empty((0, *like.shape[1:]))
-        whole, rounds = self.transport.gather(part, self.engine.rounds - began)
-        self.depth += rounds
-        return whole
+        self.engine.start(Task(run, out.append, label=label, iteration=k, points=points,
+                               problems=problems))
+        self.engine.run()
+        return out[0]
 
     def run(self) -> Solution:
         """The solve, by :func:`pint.algorithms.driver.drive`."""
         return drive(self, self.engine, self.it, self.transport)
 
     def begin(self) -> None:
-        """Start the transport; the initial guess (one propagation of all problems, on one
-        process)."""
-        self.transport.open(tuple(self.it.result.shape[2:]), self.it.result.dtype,
-                            ("initial", "step"))
+        """The initial guess (one propagation of all problems)."""
         y0 = self.it.result[0]
         s = len(y0)
         members = self.it.members(y0.device)
-        x = self.evaluate(
-            lambda share: (_flat(self.initial.guess(self.t, y0)),
-                           torch.zeros(s, dtype=torch.long), members),
-            (self.n + 1) * s, "initial", 0, split=False,
-        ).reshape(self.n + 1, *y0.shape)
+        x = self.evaluate(_flat(self.initial.guess(self.t, y0)), "initial", 0,
+                          torch.zeros(s, dtype=torch.long), members).reshape(self.n + 1, *y0.shape)
         x[0] = y0
         if self.learns:
             self.seen_x = torch.zeros_like(x[:-1])
@@ -223,8 +203,9 @@ class Picard:
         return True
 
     def end(self) -> Outcome:
-        """The trajectory; the evaluations of all processes; the depth."""
-        return Outcome(self.it.result, self.transport.total(dict(self.engine.rows)), self.depth)
+        """The trajectory (the engine counted every process's evaluations and rounds)."""
+        self.transport.close()
+        return Outcome(self.it.result)
 
     def iterate(self, k: int, b: int) -> int:
         """Iteration ``k`` with the front at ``b``; returns the new front."""
@@ -235,14 +216,9 @@ class Picard:
         rows = x[b:e].flatten(0, 1)
         starts = torch.arange(b, e).repeat_interleave(x.shape[1])  # each row's step, on the host
 
-        problems = members.repeat(points)
-
-        def steps(share: slice) -> tuple[Propagation, Tensor, Tensor]:
-            at = starts[share]
-            return (propagation(self.propagator, self.t, at, at + 1, rows[share]), at,
-                    problems[share])
-
-        phi = self.evaluate(steps, len(rows), "step", k).reshape(points, *x.shape[1:])
+        phi = self.evaluate(propagation(self.propagator, self.t, starts, starts + 1, rows),
+                            "step", k, starts, members.repeat(points)).reshape(points,
+                                                                               *x.shape[1:])
         a = self.factors[:, members]
         if self.learns:
             a = self.learn(b, e, members, x, phi, a)
