@@ -122,6 +122,43 @@ def distributed_run(world: int, repeats: int, method: str = "parareal"
     return statistics.median(result["times"]), result["solution"]
 
 
+EXCHANGE_ROWS = (0, 1, 8, 32)
+
+
+def exchange_worker(rank: int, world: int, store: str, out: str, repeats: int) -> None:
+    """Milliseconds per row exchange (``Distributed.gather``) of ``rows`` state rows per rank,
+    nothing computed: what every shared round pays on top of its evaluations."""
+    from pint.transport.distributed import Distributed
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=120))
+    transport = Distributed(timeout=60)
+    transport.open()
+    _, y0, _ = problem()
+    costs = {}
+    for rows in EXCHANGE_ROWS:
+        part = y0.expand(rows, *y0.shape).contiguous()
+        transport.gather(part)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            transport.gather(part)
+        costs[rows] = (time.perf_counter() - start) / repeats * 1e3
+    transport.close()
+    if rank == 0:
+        Path(out).write_text(json.dumps(costs))
+    dist.destroy_process_group()
+
+
+def exchange_cost(repeats: int = 200) -> dict[int, float]:
+    """:func:`exchange_worker` on 2 processes: rows per rank -> milliseconds per exchange."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.json")
+        mp.start_processes(exchange_worker, args=(2, os.path.join(tmp, "store"), out, repeats),
+                           nprocs=2, start_method="spawn")
+        return {int(rows): ms for rows, ms in json.loads(Path(out).read_text()).items()}
+
+
 def kernel(seconds_out: str | None = None) -> float:
     """The vector field alone, 400 rows one at a time, on one thread: its wall time."""
     torch.set_num_threads(1)
@@ -175,6 +212,8 @@ def main() -> None:
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
     scaling = machine_scaling()
+    exchange = exchange_cost()
+    row_ms = statistics.median(kernel() for _ in range(3)) / 400 * 1e3  # one row, alone
     f, y0, t = problem()
     serial_s, serial = median_time(
         lambda: pint.serial(f, y0, t, method=pint.RK4(FINE_STEPS), vectorized=True), repeats)
@@ -217,7 +256,8 @@ def main() -> None:
     machine = {"machine": platform.machine(), "processor": cpu_model(),
                "cpu_cores": os.cpu_count(), "threads_per_process": 1, "torch": torch.__version__,
                "python": platform.python_version(), "backend": "gloo",
-               "load_average_1min_before": load, "two_process_scaling_of_the_kernel": scaling}
+               "load_average_1min_before": load, "two_process_scaling_of_the_kernel": scaling,
+               "exchange_ms_by_rows_per_rank": exchange, "one_row_ms": row_ms}
     setup = {"slices": SLICES, "coarse": "RK4(1)", "fine": f"RK4({FINE_STEPS})", "tol": TOL,
              "state": [128, 64], "mlp_hidden": 512, "repeats": repeats}
     RESULTS.mkdir(exist_ok=True)
@@ -256,6 +296,13 @@ def main() -> None:
         "and, for MGRIT, the coarsest level's serial solve (one row per round)"
         + (", and by the 2 cores the 4 processes share" if max(args.processes) > 2 else "")
         + ".",
+        "",
+        f"One row exchange between the 2 processes (`Distributed.gather`, every rank sending "
+        f"its rows and receiving the other's, nothing computed; a row is one {tuple(y0.shape)} "
+        f"float64 state, {y0.numel() * 8 // 1024} KiB): "
+        + ", ".join(f"{ms:.2f} ms for {rows} row(s) per rank" for rows, ms in exchange.items())
+        + f". Every shared round of Picard and MGRIT pays it on top of its evaluations (one "
+        f"row costs {row_ms:.2f} ms to evaluate, alone on one thread).",
         "",
         "| method | processes | iterations | nfe | wall (s) | speedup | ceiling "
         "| max error vs serial |",
