@@ -500,9 +500,10 @@ def test_distributed_picard_refuses_differing_inputs_on_every_rank(case, match, 
     refused(spawn(picard_refuse, 2, tmp_path, case), match)
 
 
-def picard_fail(rank, world, how, marker):
-    """Rank 1's ``f`` raises, returns NaN or kills its process in the third iteration."""
-    p, y0, t = lotka_short(16)
+def rows_fail(rank, world, method, how, marker):
+    """Rank 1's ``f`` raises, returns NaN or kills its process mid-solve (Picard: in the third
+    iteration; MGRIT: in a relaxation sweep of the first cycle)."""
+    p, y0, t = lotka_short(16 if method == "picard" else 32)
     calls = [0]
 
     def f(t, y):
@@ -517,20 +518,26 @@ def picard_fail(rank, world, how, marker):
         time.sleep(0.002)
         return p.f(t, y)
 
-    return pint.distributed.picard(f, y0, t, step=pint.RK4(1), jacobian=pint.Secant(),
-                                   tol=0.0, vectorized=True, timeout=60)
+    if method == "picard":
+        return pint.distributed.picard(f, y0, t, step=pint.RK4(1), jacobian=pint.Secant(),
+                                       tol=0.0, vectorized=True, timeout=60)
+    return pint.distributed.mgrit(f, y0, t, propagator=pint.RK4(1), coarsening=4, tol=0.0,
+                                  vectorized=True, timeout=60)
 
 
+@pytest.mark.parametrize("method", ["picard", "mgrit"])
 @pytest.mark.parametrize(("how", "own", "others"), [
     ("raise", "ZeroDivisionError", "RankFailed"),
     ("nan", "NonFiniteError", "RankFailed"),
     ("kill", None, "DistributedError"),
 ])
-def test_distributed_picard_a_failing_or_dead_rank_stops_the_others(how, own, others,
-                                                                      tmp_path):
-    """The others raise within seconds (not the 60 s timeout), naming rank 1."""
+def test_distributed_rows_a_failing_or_dead_rank_stops_the_others(method, how, own, others,
+                                                                    tmp_path):
+    """Picard and MGRIT (rows shared per round): the failing rank raises its own error (a
+    non-finite row is named where it was computed); the others raise within seconds (not the
+    60 s timeout), naming rank 1 (a killed rank: the link to it is lost)."""
     marker = tmp_path / "failed_at"
-    results = spawn(picard_fail, 3, tmp_path, how, str(marker), wait=40)
+    results = spawn(rows_fail, 3, tmp_path, method, how, str(marker), wait=40)
     failed_at = float(marker.read_text())
     if own is None:
         assert results[1] is None  # killed
@@ -541,6 +548,8 @@ def test_distributed_picard_a_failing_or_dead_rank_stops_the_others(how, own, ot
         assert result is not None, f"rank {rank} hung"
         assert result["error"] == others, result
         assert "rank 1" in result["message"], result["message"]
+        if own is not None:
+            assert f"rank 1 failed with {own}" in result["message"], result["message"]
         assert result["ended_at"] - failed_at < 5.0, result
 
 
@@ -621,39 +630,3 @@ def mgrit_refuse(rank, world, case):
 ])
 def test_distributed_mgrit_refuses_differing_inputs_on_every_rank(case, match, tmp_path):
     refused(spawn(mgrit_refuse, 2, tmp_path, case), match)
-
-
-def mgrit_fail(rank, world, how, marker):
-    """Rank 1's ``f`` raises or returns NaN in a relaxation sweep of the first cycle."""
-    p, y0, t = lotka_short(32)
-    calls = [0]
-
-    def f(t, y):
-        calls[0] += 1
-        if rank == 1 and calls[0] == 12:
-            Path(marker).write_text(str(time.time()))
-            if how == "nan":
-                return torch.full_like(y, float("nan"))
-            raise ZeroDivisionError("boom in f on purpose")
-        time.sleep(0.002)
-        return p.f(t, y)
-
-    return pint.distributed.mgrit(f, y0, t, propagator=pint.RK4(1), coarsening=4, tol=0.0,
-                                  vectorized=True, timeout=60)
-
-
-@pytest.mark.parametrize(("how", "own"), [("raise", "ZeroDivisionError"),
-                                          ("nan", "NonFiniteError")])
-def test_distributed_mgrit_a_failing_rank_stops_the_others(how, own, tmp_path):
-    """The failing rank raises its own error (a non-finite row is named where it was
-    computed); the others raise RankFailed naming it within seconds (not the 60 s timeout)."""
-    marker = tmp_path / "failed_at"
-    results = spawn(mgrit_fail, 3, tmp_path, how, str(marker), wait=40)
-    failed_at = float(marker.read_text())
-    assert results[1] is not None and results[1]["error"] == own, results[1]
-    for rank in (0, 2):
-        result = results[rank]
-        assert result is not None, f"rank {rank} hung"
-        assert result["error"] == "RankFailed", result
-        assert f"rank 1 failed with {own}" in result["message"], result["message"]
-        assert result["ended_at"] - failed_at < 5.0, result
