@@ -463,41 +463,56 @@ def test_distributed_picard_equals_the_single_process_bit_for_bit(world, tmp_pat
             assert k >= 1, key
 
 
-def picard_refuse(rank, world, case):
-    p, y0, t = lotka_short(8)
-    options = dict(step=pint.RK4(1), jacobian=pint.Secant(), vectorized=True, timeout=20)
+ROWS_OPTIONS = {  # what rank 1 changes in each refused case, per row-sharing solver
+    "picard": {"window": {"window": 4}, "jacobian": {"jacobian": pint.Anderson()},
+               "invalid": {"window": 0}},
+    "mgrit": {"coarsening": {"coarsening": 2}, "relaxation": {"relaxation": pint.FRelaxation()},
+              "invalid": {"levels": 1}},
+}
+
+
+def rows_refuse(rank, world, method, case):
+    """Rank 1 passes a different ``y0``, ``t`` or option, or an invalid one."""
+    p, y0, t = lotka_short(16)
     calls = [0]
 
     def f(t, y):
         calls[0] += 1
         return p.f(t, y)
 
+    options = dict(vectorized=True, timeout=20)
+    if method == "picard":
+        options.update(step=pint.RK4(1), jacobian=pint.Secant())
+    else:
+        options.update(propagator=pint.RK4(1), coarsening=4)
     if rank == 1:
         if case == "y0":
             y0 = y0 + 1e-12
         elif case == "t":
             t = t * 2
-        elif case == "window":
-            options["window"] = 4
-        elif case == "jacobian":
-            options["jacobian"] = pint.Anderson()
-        elif case == "invalid":
-            options["window"] = 0
+        else:
+            options.update(ROWS_OPTIONS[method][case])
+    solve = pint.distributed.picard if method == "picard" else pint.distributed.mgrit
     try:
-        pint.distributed.picard(f, y0, t, **options)
+        solve(f, y0, t, **options)
     finally:
         assert calls[0] == 0  # refused before any evaluation
 
 
-@pytest.mark.parametrize(("case", "match"), [
-    ("y0", "y0's values differ"),
-    ("t", "t differs"),
-    ("window", "options .* differ"),
-    ("jacobian", "options .* differ"),
-    ("invalid", "refused their inputs|window must be"),
+@pytest.mark.parametrize(("method", "case", "match"), [
+    ("picard", "y0", "y0's values differ"),
+    ("picard", "t", "t differs"),
+    ("picard", "window", "options .* differ"),
+    ("picard", "jacobian", "options .* differ"),
+    ("picard", "invalid", "refused their inputs|window must be"),
+    ("mgrit", "y0", "y0's values differ"),
+    ("mgrit", "coarsening", "options .* differ"),
+    ("mgrit", "relaxation", "options .* differ"),
+    ("mgrit", "invalid", "refused their inputs|levels must be"),
 ])
-def test_distributed_picard_refuses_differing_inputs_on_every_rank(case, match, tmp_path):
-    refused(spawn(picard_refuse, 2, tmp_path, case), match)
+def test_distributed_rows_refuse_differing_inputs_on_every_rank(method, case, match,
+                                                                 tmp_path):
+    refused(spawn(rows_refuse, 2, tmp_path, method, case), match)
 
 
 def rows_fail(rank, world, method, how, marker):
@@ -596,37 +611,3 @@ def test_distributed_mgrit_equals_the_single_process_bit_for_bit(world, tmp_path
             assert (k, conv, res, depth, evals) == (ref_k, ref_conv, ref_res, ref_depth,
                                                     ref_evals), name
             assert ref_conv and k >= 2, name  # a real multi-iteration solve
-
-
-def mgrit_refuse(rank, world, case):
-    p, y0, t = lotka_short(16)
-    options = dict(propagator=pint.RK4(1), coarsening=4, vectorized=True, timeout=20)
-    calls = [0]
-
-    def f(t, y):
-        calls[0] += 1
-        return p.f(t, y)
-
-    if rank == 1:
-        if case == "y0":
-            y0 = y0 * (1 + 1e-12)
-        elif case == "coarsening":
-            options["coarsening"] = 2
-        elif case == "relaxation":
-            options["relaxation"] = pint.FRelaxation()
-        elif case == "invalid":
-            options["levels"] = 1
-    try:
-        pint.distributed.mgrit(f, y0, t, **options)
-    finally:
-        assert calls[0] == 0  # refused before any evaluation
-
-
-@pytest.mark.parametrize(("case", "match"), [
-    ("y0", "y0's values differ"),
-    ("coarsening", "options .* differ"),
-    ("relaxation", "options .* differ"),
-    ("invalid", "refused their inputs|levels must be"),
-])
-def test_distributed_mgrit_refuses_differing_inputs_on_every_rank(case, match, tmp_path):
-    refused(spawn(mgrit_refuse, 2, tmp_path, case), match)
